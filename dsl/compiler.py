@@ -1,0 +1,253 @@
+"""Pipeline files → compiled, frozen :class:`~dsl.graph.Pipeline` objects.
+
+Stages: load (YAML + source map) → shape (DSL schema) → compile (expressions,
+templates, JSON Schemas, step references) → cross-file checks. Each stage
+collects diagnostics; nothing here raises for an author's mistake.
+
+    >>> p, problems = compile_text("pipeline: hi\\nreceive: {path: /hi}\\n", "hi.yaml")
+    >>> p.name, p.methods, problems
+    ('hi', frozenset({'POST'}), [])
+"""
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import Diagnostic
+from .expressions import ExpressionError, compile_expression
+from .graph import Check, Pipeline, Respond
+from .loader import load_yaml
+from .schemas import load_schema
+from .shape import check_shape
+from .spec import DEFAULT_MAX_BODY
+from .steps import BY_KEY
+from .templates import Template, parse
+
+CHECK_ORDER = ("params", "query", "headers", "body")
+_PARAM = re.compile(r"\{([^{}]*)\}")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CompileContext:
+    """What compiling one file needs: the document, the environment and the
+    step ids that have run at the current point (for reference checks)."""
+
+    def __init__(self, doc, base_dir: Path, env):
+        self.doc, self.base_dir, self.env = doc, base_dir, env
+        self.diagnostics: list[Diagnostic] = []
+        self.ids = _collect_ids(doc.data)
+        self.available: set[str] = set()
+        self.templated: set[tuple] = set()
+
+    def get(self, path):
+        value = self.doc.data
+        for key in path:
+            value = value[key]
+        return value
+
+    def error(self, path, code, message, *, key=False, offset=0):
+        self.diagnostics.append(self.doc.diag(path, code, message, key=key, offset=offset))
+
+    def where(self, path, step_id) -> str:
+        return f"step '{step_id}'"
+
+    def _col_offset(self, path) -> int:
+        return 1 if path in self.doc.quoted else 0
+
+    def expr(self, path, *, text=None, offset=0):
+        """Compile the expression at ``path`` (or ``text`` found at ``offset`` in it)."""
+        text = self.get(path) if text is None else text
+        try:
+            compiled = compile_expression(text)
+        except ExpressionError as exc:
+            self.error(path, exc.code, exc.message, offset=self._col_offset(path) + offset + exc.offset)
+            return None
+        for step_id, at in compiled.step_refs():
+            self._check_ref(path, step_id, self._col_offset(path) + offset + at)
+        return compiled
+
+    def _check_ref(self, path, step_id, offset):
+        if step_id in self.available:
+            return
+        if step_id in self.ids:
+            msg = f"step '{step_id}' has not run at this point; a step can only use earlier steps"
+            self.error(path, "step-not-run", msg, offset=offset)
+        else:
+            known = ", ".join(sorted(self.ids)) or "none"
+            self.error(path, "unknown-step", f"no step with id '{step_id}' (known: {known})", offset=offset)
+
+    def template(self, path, *, url: bool):
+        """Compile a template string: substitute ${env:}/${file:}, compile {expressions}."""
+        self.templated.add(path)
+        parts, raw = [], self.get(path)
+        for part in parse(raw):
+            parts.append(self._template_part(path, part))
+        if any(p is None for p in parts):
+            return None
+        template = Template(tuple(_join_literals(parts)), url)
+        if url:
+            self._check_url(path, template)
+        return template
+
+    def _template_part(self, path, part):
+        if part.kind == "lit":
+            return part.text
+        if part.kind == "expr":
+            return self.expr(path, text=part.text.strip(), offset=part.offset + _lead(part.text))
+        if part.kind == "error":
+            self.error(path, "bad-template", "unbalanced brace; write {{ or }} for a literal brace",
+                       offset=self._col_offset(path) + part.offset)
+            return None
+        return self._substitute(path, part)
+
+    def _substitute(self, path, part):
+        at = self._col_offset(path) + part.offset
+        if part.kind == "env":
+            value = self.env.get(part.text)
+            if value is None:
+                self.error(path, "missing-env", f"environment variable {part.text} is not set", offset=at)
+            return value
+        file = self.base_dir / part.text
+        try:
+            return file.read_text().rstrip("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.error(path, "missing-file", f"cannot read {part.text}: {exc.strerror or 'not text'}", offset=at)
+            return None
+
+    def _check_url(self, path, template):
+        first = template.parts[0] if template.parts and isinstance(template.parts[0], str) else ""
+        m = re.match(r"^(https?)://[^/?#{}]+[/?#]", first) or re.match(r"^https?://[^/?#]+$", first)
+        if m is None or (not template.is_static and not re.match(r"^https?://[^/?#]+[/?#]", first)):
+            if re.match(r"^https?://", first):
+                msg = "the host and port must be fixed: put a '/' after them before any {expression}"
+                self.error(path, "url-authority-from-request", msg)
+            else:
+                self.error(path, "bad-url", "the URL must start with http:// or https:// and a host")
+
+    def respond(self, path):
+        spec = self.get(path)
+        headers = tuple((name, self.expr(path + ("headers", name))) for name in spec.get("headers", {}))
+        body = self.expr(path + ("body",)) if "body" in spec else None
+        return Respond(spec.get("status", 200), headers, body, "respond")
+
+    def steps(self, path):
+        out = []
+        for i, spec in enumerate(self.get(path)):
+            out.append(self._step(path + (i,), spec))
+            self.available.add(spec["id"])
+            self.available.update(_collect_ids(spec, path))
+        return tuple(out)
+
+    def _step(self, path, spec):
+        kind = next(k for k in BY_KEY if k in spec)
+        return BY_KEY[kind].compile(self, path, spec["id"])
+
+    @contextmanager
+    def scope(self):
+        saved = set(self.available)
+        try:
+            yield
+        finally:
+            self.available = saved
+
+
+def _lead(text: str) -> int:
+    return len(text) - len(text.lstrip())
+
+
+def _join_literals(parts):
+    out = []
+    for p in parts:
+        if out and isinstance(p, str) and isinstance(out[-1], str):
+            out[-1] += p
+        else:
+            out.append(p)
+    return out
+
+
+def _collect_ids(data, path=()) -> dict:
+    """Every step id below ``data`` → the paths of the steps that define it."""
+    ids: dict = {}
+    stack = [(data, path)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("id"), str) and at[-2:-1] == ("steps",):
+                ids.setdefault(node["id"], []).append(at)
+            stack.extend((v, at + (k,)) for k, v in node.items() if k not in ("validate",))
+        elif isinstance(node, list):
+            stack.extend((v, at + (i,)) for i, v in enumerate(node))
+    return ids
+
+
+def compile_text(text: str, file: str, env=None, base_dir=None):
+    """Compile one pipeline's text: ``(Pipeline or None, [Diagnostic])``."""
+    doc, problems = load_yaml(text, file)
+    if doc is None:
+        return None, problems
+    if not isinstance(doc.data, dict):
+        return None, problems + [doc.diag((), "wrong-type", "a pipeline file must be a mapping of keys")]
+    problems += check_shape(doc)
+    if problems:
+        return None, problems
+    cc = CompileContext(doc, Path(base_dir or Path(file).parent), os.environ if env is None else env)
+    pipeline = _compile(cc)
+    problems = cc.diagnostics
+    return (None if problems else pipeline), problems
+
+
+def _compile(cc):
+    data = cc.get(())
+    _duplicate_ids(cc)
+    receive = data["receive"]
+    params = _path_params(cc, receive["path"])
+    checks = tuple(_check(cc, part) for part in CHECK_ORDER if part in data.get("validate", {}))
+    steps = cc.steps(("steps",)) if "steps" in data else ()
+    respond = cc.respond(("respond",)) if "respond" in data else None
+    _stray_substitutions(cc, cc.doc.data, ())
+    return Pipeline(
+        name=data["pipeline"], file=cc.doc.file, description=data.get("description", ""),
+        path=receive["path"], methods=frozenset(receive.get("methods", ["POST"])),
+        max_body_bytes=receive.get("max_body_bytes", DEFAULT_MAX_BODY), checks=checks,
+        steps=steps, respond=respond, is_async=any(s is not None and s.is_async for s in steps),
+        param_names=params)
+
+
+def _path_params(cc, path) -> tuple:
+    names = _PARAM.findall(path)
+    for name in names:
+        if not _IDENT.match(name) or names.count(name) > 1:
+            cc.error(("receive", "path"), "bad-path", f"path parameter {{{name}}} must be a unique identifier")
+    return tuple(names)
+
+
+def _check(cc, part):
+    path = ("validate", part)
+    schema, problem = load_schema(cc.get(path), cc.base_dir)
+    if problem:
+        cc.error(path, "bad-schema", f"validate.{part}: {problem}")
+        return None
+    return Check(part, schema)
+
+
+def _duplicate_ids(cc):
+    for step_id, paths in cc.ids.items():
+        for at in sorted(paths, key=cc.doc.pos)[1:]:
+            first = cc.doc.pos(min(paths, key=cc.doc.pos))[0]
+            cc.error(at + ("id",), "duplicate-step",
+                     f"step id '{step_id}' is already used at line {first}; ids must be unique")
+
+
+def _stray_substitutions(cc, node, path):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _stray_substitutions(cc, v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _stray_substitutions(cc, v, path + (i,))
+    elif isinstance(node, str) and path not in cc.templated and path[:1] != ("validate",) \
+            and re.search(r"\$\{(env|file):", node):
+        cc.error(path, "substitution-not-allowed",
+                 "${env:…} and ${file:…} are substituted only in call url and headers")

@@ -1,0 +1,42 @@
+"""Diagnostics and the one exception of the dsl package.
+
+Exception tree::
+
+    HooklineDslError
+    └── CompileError      one or more diagnostics; .diagnostics is sorted by position
+
+Every problem an author can make is a :class:`Diagnostic` that names the place
+in the YAML (``file:line:col``, 1-based) and says what to do, GCC style::
+
+    >>> str(Diagnostic("p.yaml", 14, 15, "unknown-function", "unknown function sum_by()"))
+    'p.yaml:14:15: unknown-function: unknown function sum_by()'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Diagnostic:
+    """One author mistake at one place; ordering is by file, line, column."""
+
+    file: str
+    line: int
+    col: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.code}: {self.message}"
+
+
+class HooklineDslError(Exception):
+    """Base of every exception raised on purpose by the dsl package."""
+
+
+class CompileError(HooklineDslError):
+    """Raised by the compile entry points when any diagnostic was found."""
+
+    def __init__(self, diagnostics):
+        self.diagnostics = tuple(sorted(set(diagnostics)))
+        super().__init__("\n".join(map(str, self.diagnostics)))

@@ -1,0 +1,61 @@
+"""A directory (or list) of pipeline files → compiled pipelines, with the
+checks that span files: unique pipeline names, no two pipelines on one route.
+
+    >>> pipelines, problems = compile_paths(["pipelines"])   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .compiler import compile_text
+from .errors import Diagnostic
+
+_PARAM = re.compile(r"\{[^{}]*\}")
+
+
+def pipeline_files(paths) -> list[Path]:
+    """The pipeline files named by ``paths`` (directories are searched
+    recursively for ``*.yaml``/``*.yml``, skipping ``*_test.yaml``)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += [f for f in sorted(p.rglob("*.y*ml"))
+                      if f.suffix in (".yaml", ".yml") and not f.stem.endswith("_test")
+                      and not any(part.startswith(".") for part in f.parts)]
+        else:
+            files.append(p)
+    return files
+
+
+def compile_paths(paths, env=None):
+    """Compile every pipeline file: ``([Pipeline], sorted [Diagnostic])``."""
+    pipelines, problems = [], []
+    for file in pipeline_files(paths):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Diagnostic(str(file), 1, 1, "unreadable", getattr(exc, "strerror", None) or str(exc)))
+            continue
+        pipeline, found = compile_text(text, str(file), env=env)
+        problems += found
+        if pipeline is not None:
+            pipelines.append(pipeline)
+    problems += _conflicts(pipelines)
+    return pipelines, sorted(set(problems))
+
+
+def _conflicts(pipelines):
+    problems, names, routes = [], {}, {}
+    for p in pipelines:
+        if p.name in names:
+            problems.append(Diagnostic(p.file, 1, 1, "duplicate-pipeline",
+                                       f"pipeline name '{p.name}' is already used in {names[p.name]}"))
+        names.setdefault(p.name, p.file)
+        shape = _PARAM.sub("{}", p.path)
+        for method in sorted(p.methods):
+            other = routes.setdefault((shape, method), p)
+            if other is not p:
+                problems.append(Diagnostic(p.file, 1, 1, "duplicate-route",
+                                           f"{method} {p.path} is already served by pipeline '{other.name}' ({other.file})"))
+    return problems

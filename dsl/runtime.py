@@ -1,0 +1,77 @@
+"""What a compiled graph needs while it runs one request.
+
+The graph is frozen and shared; everything that belongs to one request lives
+in a :class:`Context`. The engine builds the context, then calls
+:func:`run_steps` (all steps synchronous) or :func:`arun_steps`.
+
+    >>> ctx = Context({"request": {"body": {"a": 1}}, "steps": {}})
+    >>> ctx.data["steps"]
+    {}
+"""
+from __future__ import annotations
+
+import jmespath.exceptions
+
+
+class StepFailed(Exception):
+    """A step could not produce its output for this request.
+
+    ``status`` and ``title`` are for the client; ``detail`` is safe to show
+    (it never holds secrets or stack traces); ``log`` is for the log only.
+    """
+
+    def __init__(self, status: int, title: str, detail: str, log: str = ""):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.log = status, title, detail, log or detail
+
+
+class Context:
+    """Per-request state: the expression document and the response, once chosen."""
+
+    __slots__ = ("data", "steps", "http", "response", "run_id")
+
+    def __init__(self, data: dict, http=None, run_id: str = ""):
+        self.data, self.steps, self.http, self.run_id = data, data["steps"], http, run_id
+        self.response = None
+
+
+def evaluate(expr, ctx: Context, where: str):
+    """Evaluate a compiled expression; a type error becomes a StepFailed (422)."""
+    try:
+        return expr.search(ctx.data)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise StepFailed(422, "Expression failed",
+                         f"{where}: the expression could not be evaluated on this request",
+                         f"{where}: {exc}") from None
+
+
+def truthy(value) -> bool:
+    """JMESPath truth: false, null, empty string, list and object are false."""
+    return not (value is None or value is False or value == "" or value == [] or value == {})
+
+
+def run_steps(steps, ctx: Context) -> None:
+    """Run synchronous steps in order until one chooses the response."""
+    for step in steps:
+        step.run(ctx)
+        if ctx.response is not None:
+            return
+
+
+async def arun_steps(steps, ctx: Context) -> None:
+    """Run steps in order, awaiting the asynchronous ones."""
+    for step in steps:
+        if step.is_async:
+            await step.arun(ctx)
+        else:
+            step.run(ctx)
+        if ctx.response is not None:
+            return
+
+
+class CallError(Exception):
+    """Raised by the engine's outbound client: ``kind`` is timeout, unreachable or too-large."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail

@@ -1,0 +1,109 @@
+"""Check loaded data against the DSL schema; turn each violation into a
+diagnostic at the right key or value, worded for a person.
+
+    >>> from dsl.loader import load_yaml
+    >>> doc, _ = load_yaml("pipeline: x\\nrecieve: {path: /a}\\n", "p.yaml")
+    >>> [str(d) for d in check_shape(doc)][:1]
+    ["p.yaml:2:1: unknown-key: unknown key 'recieve' in the pipeline; did you mean 'receive'?"]
+"""
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+
+import jsonschema
+
+from .errors import Diagnostic
+from .spec import pipeline_schema
+
+_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean",
+               int: "integer", float: "number", type(None): "null"}
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    schema = pipeline_schema()
+    return jsonschema.Draft7Validator(schema)
+
+
+def check_shape(doc) -> list[Diagnostic]:
+    """All shape problems of a loaded document (empty list when it fits)."""
+    out = []
+    for error in _validator().iter_errors(doc.data):
+        out.extend(_explain(doc, error))
+    return out
+
+
+def _explain(doc, error):
+    handler = _HANDLERS.get(error.validator, _generic)
+    return handler(doc, tuple(error.absolute_path), error)
+
+
+def _where(path) -> str:
+    keys = [str(p) if isinstance(p, str) else f"[{p}]" for p in path]
+    return "the pipeline" if not keys else "'" + ".".join(keys).replace(".[", "[") + "'"
+
+
+def _unknown(doc, path, error):
+    allowed = sorted(error.schema.get("properties", {}))
+    extra = [k for k in error.instance if k not in allowed]
+    return [doc.diag(path + (key,), "unknown-key",
+                     f"unknown key '{key}' in {_where(path)}{_suggest(key, allowed)}", key=True)
+            for key in extra]
+
+
+def _suggest(key, allowed) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return "; allowed: " + ", ".join(allowed)
+
+
+def _required(doc, path, error):
+    missing = [k for k in error.validator_value if k not in error.instance]
+    return [doc.diag(path, "missing-key", f"missing required key '{k}' in {_where(path)}", key=bool(path))
+            for k in missing]
+
+
+def _type(doc, path, error):
+    want = error.validator_value
+    want = " or ".join(want) if isinstance(want, list) else want
+    got = _TYPE_NAMES.get(type(error.instance), "value")
+    return [doc.diag(path, "wrong-type", f"{_where(path)} must be {_article(want)}, not {_article(got)}")]
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _enum(doc, path, error):
+    allowed = ", ".join(map(str, error.validator_value))
+    return [doc.diag(path, "bad-value", f"{_where(path)} is {error.instance!r}; allowed: {allowed}")]
+
+
+def _one_of(doc, path, error):
+    if len(path) >= 2 and path[-2] == "steps" or path and path[-1] == "steps":
+        return _step_kind(doc, path, error)
+    if "route" in path:
+        return [doc.diag(path, "bad-branch",
+                         "a route branch is either {when: <expr>, steps/respond} or {otherwise: {steps/respond}}")]
+    return _generic(doc, path, error)
+
+
+def _step_kind(doc, path, error):
+    from .steps import KINDS
+    names = [k.KEY for k in KINDS]
+    present = [k for k in names if isinstance(error.instance, dict) and k in error.instance]
+    if present:
+        msg = f"a step has exactly one kind; this one has {', '.join(present)}"
+    else:
+        msg = "a step needs one of: " + ", ".join(names)
+    return [doc.diag(path, "bad-step", msg)]
+
+
+def _generic(doc, path, error):
+    return [doc.diag(path, "bad-value", f"{_where(path)}: {error.message}")]
+
+
+_HANDLERS = {"additionalProperties": _unknown, "required": _required, "type": _type,
+             "enum": _enum, "oneOf": _one_of}

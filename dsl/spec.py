@@ -1,0 +1,115 @@
+"""The one spec of the DSL: it drives the compiler's shape check, the editor
+schema (``hookline schema`` → ``schemas/pipeline.schema.json``) and the docs.
+
+Every key carries a ``description`` (and ``markdownDescription`` for VS Code);
+step kinds contribute their own fragment (``dsl/steps/<kind>.py: SCHEMA``).
+
+    >>> schema = pipeline_schema()
+    >>> schema["$schema"], sorted(schema["required"])
+    ('http://json-schema.org/draft-07/schema#', ['pipeline', 'receive'])
+"""
+from __future__ import annotations
+
+import json
+
+DRAFT = "http://json-schema.org/draft-07/schema#"
+METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE")
+STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PIPELINE_NAME = r"^[a-z0-9][a-z0-9-]*$"
+DEFAULT_MAX_BODY = 1_048_576
+
+
+def doc(schema: dict, text: str, **extra) -> dict:
+    """Return ``schema`` with a description (plain and markdown) and extra keywords."""
+    return {**schema, "description": text, "markdownDescription": text, **extra}
+
+
+def expression(text: str) -> dict:
+    """An expression-valued key: a JMESPath string evaluated over the context."""
+    return doc({"type": "string", "minLength": 1},
+               f"{text}\n\nA JMESPath expression over the context `{{request, steps}}`.")
+
+
+def strict(properties: dict, required=(), **extra) -> dict:
+    """An object that refuses unknown keys (typos must not pass silently)."""
+    out = {"type": "object", "additionalProperties": False, "properties": properties, **extra}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+RESPOND = doc(strict({
+    "status": doc({"type": "integer", "minimum": 100, "maximum": 599, "default": 200},
+                  "HTTP status code of the response."),
+    "headers": doc({"type": "object", "additionalProperties": expression("Header value.")},
+                   "Response headers: name → expression; the value is sent as text."),
+    "body": expression("Response body, serialised as JSON."),
+}), "The HTTP response. Without `body` the response has no body.",
+    defaultSnippets=[{"label": "respond", "body": {"status": 200, "body": "${1:steps.order}"}}])
+
+RECEIVE = doc(strict({
+    "path": doc({"type": "string", "pattern": r"^/[^\s?#]*$"},
+                "URL path of the endpoint; `{name}` is a path parameter, seen as `request.params.name`.",
+                examples=["/hooks/orders/{shop}"]),
+    "methods": doc({"type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"type": "string", "enum": list(METHODS)}, "default": ["POST"]},
+                   "HTTP methods the endpoint accepts (default `[POST]`); others get 405."),
+    "max_body_bytes": doc({"type": "integer", "minimum": 1, "default": DEFAULT_MAX_BODY},
+                          "Largest accepted request body in bytes (default 1 MiB); larger gets 413."),
+}, required=["path"]), "Where and how the pipeline receives requests.")
+
+SCHEMA_SOURCE = doc({"type": "object"},
+                    "A JSON Schema, inline, or `{$ref: path/to/schema.json}` relative to this file.",
+                    defaultSnippets=[{"label": "$ref", "body": {"$ref": "${1:schemas/x.schema.json}"}}])
+
+VALIDATE = doc(strict({
+    "body": doc(SCHEMA_SOURCE, "JSON Schema for the request body; a violation gets 422."),
+    "query": doc(SCHEMA_SOURCE, "JSON Schema for the query parameters (an object of strings)."),
+    "params": doc(SCHEMA_SOURCE, "JSON Schema for the path parameters (an object of strings)."),
+    "headers": doc(SCHEMA_SOURCE, "JSON Schema for the headers (an object, lower-case names)."),
+}), "JSON Schemas the request must satisfy before any step runs.")
+
+
+def step_schema(kinds) -> dict:
+    """The schema of one step: `id`, optional `description`, exactly one kind key."""
+    properties = {
+        "id": doc({"type": "string", "pattern": STEP_ID},
+                  "Unique step id; its output is `steps.<id>`. Letters, digits, `_`."),
+        "description": doc({"type": "string"}, "What the step is for."),
+    }
+    properties.update({kind.KEY: kind.SCHEMA for kind in kinds})
+    return strict(properties, required=["id"],
+                  oneOf=[{"required": [kind.KEY]} for kind in kinds],
+                  defaultSnippets=[kind.SNIPPET for kind in kinds])
+
+
+def pipeline_schema() -> dict:
+    """The draft-07 JSON Schema of a pipeline file."""
+    from .steps import KINDS
+    head = {"$schema": DRAFT, "$id": "https://hookline.dev/schemas/pipeline.schema.json",
+            "title": "Hookline pipeline",
+            "description": "A Hookline pipeline: receive → validate → steps → respond."}
+    return head | strict({
+        "pipeline": doc({"type": "string", "pattern": PIPELINE_NAME},
+                        "Pipeline name, unique across the directory: lower-case letters, digits, `-`."),
+        "description": doc({"type": "string"}, "What the pipeline does, for people."),
+        "receive": RECEIVE,
+        "validate": VALIDATE,
+        "steps": {"$ref": "#/definitions/steps"},
+        "respond": {"$ref": "#/definitions/respond"},
+    }, required=["pipeline", "receive"],
+        **{"definitions": {
+               "steps": doc({"type": "array", "items": {"$ref": "#/definitions/step"}},
+                            "Steps run in order; each step's output is `steps.<id>`."),
+               "step": step_schema(KINDS),
+               "respond": RESPOND,
+           },
+           "defaultSnippets": [{"label": "pipeline", "body": {
+               "pipeline": "${1:name}", "receive": {"path": "/hooks/${2:name}"},
+               "steps": [{"id": "${3:out}", "transform": "${4:request.body}"}],
+               "respond": {"status": 200, "body": "steps.${3:out}"}}}]})
+
+
+def schema_text() -> str:
+    """The committed form of the schema (stable key order, trailing newline)."""
+    return json.dumps(pipeline_schema(), indent=2, ensure_ascii=False) + "\n"

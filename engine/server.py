@@ -1,0 +1,234 @@
+"""The request path: a lean Tornado ``HTTPServerConnectionDelegate``.
+
+Tornado's ``RequestHandler`` costs ~60 µs a request before any work is done;
+this delegate routes, enforces the body limit while reading, runs the
+compiled pipeline and writes the response itself. Every exception ends as a
+problem document: 4xx for bad input, 500 (with a run id that is also logged)
+for anything unexpected — never a stack trace to a client.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+import uuid
+from urllib.parse import parse_qs
+
+import orjson
+from tornado import httputil
+
+from dsl.graph import NO_BODY
+from dsl.runtime import Context, StepFailed, arun_steps, run_steps
+
+from .outbound import Outbound
+from .problems import CONTENT_TYPE, problem
+from .router import Router
+
+log = logging.getLogger("hookline")
+MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
+MAX_ERRORS = 50
+_JSON = "application/json"
+
+
+class App(httputil.HTTPServerConnectionDelegate):
+    """All pipelines of one process; ``start_request`` is called per request."""
+
+    def __init__(self, pipelines, outbound=None):
+        by_path: dict = {}
+        for p in pipelines:
+            by_path.setdefault(p.path, {}).update({m: p for m in p.methods})
+        self.router = Router(by_path.items())
+        self.outbound = outbound or Outbound()
+        self.inflight = 0
+        self.tasks: set = set()
+        self._date, self._date_at = "", 0
+
+    def start_request(self, server_conn, request_conn):
+        return _Exchange(self, request_conn)
+
+    def date(self) -> str:
+        now = int(time.time())
+        if now != self._date_at:
+            self._date, self._date_at = email.utils.formatdate(now, usegmt=True), now
+        return self._date
+
+
+class _Exchange(httputil.HTTPMessageDelegate):
+    """One request and its response."""
+
+    __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early")
+
+    def __init__(self, app: App, conn):
+        self.app, self.conn = app, conn
+        self.pipeline = self.early = None
+        self.chunks, self.size = [], 0
+
+    def headers_received(self, start_line, headers):
+        self.start, self.headers = start_line, headers
+        path = start_line.path.partition("?")[0]
+        methods, self.params = self.app.router.match(path)
+        if methods is None:
+            self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
+        elif start_line.method not in methods:
+            allow = ", ".join(sorted(methods))
+            self.early = problem(405, "method-not-allowed", "Method Not Allowed",
+                                 f"{start_line.method[:20]} is not allowed here; use {allow}") + ({"Allow": allow},)
+        else:
+            self.pipeline = methods[start_line.method]
+            self._check_length(headers)
+
+    def _check_length(self, headers):
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.pipeline.max_body_bytes:
+            self._too_large()
+            if int(length) <= MAX_DISCARD:
+                self.conn.set_max_body_size(MAX_DISCARD)
+        else:
+            self.conn.set_max_body_size(max(self.pipeline.max_body_bytes, MAX_DISCARD))
+
+    def _too_large(self):
+        limit = self.pipeline.max_body_bytes
+        self.early = problem(413, "body-too-large", "Content Too Large",
+                             f"the request body is larger than {limit} bytes", max_body_bytes=limit)
+        self.chunks = None
+
+    def data_received(self, chunk):
+        if self.early is not None:
+            return
+        self.size += len(chunk)
+        if self.size > self.pipeline.max_body_bytes:
+            self._too_large()
+        else:
+            self.chunks.append(chunk)
+
+    def finish(self):
+        if self.early is not None:
+            status, body, *extra = self.early
+            self.send(status, body, CONTENT_TYPE, extra[0].items() if extra else ())
+            return
+        self.app.inflight += 1
+        if not self._start():
+            self.app.inflight -= 1
+
+    def _start(self) -> bool:
+        """Handle the request; True when an async task now owns it."""
+        try:
+            ctx = self._context()
+            if ctx is None:
+                return False
+            if self.pipeline.is_async:
+                task = asyncio.get_running_loop().create_task(self._run_async(ctx))
+                self.app.tasks.add(task)
+                task.add_done_callback(self._done)
+                return True
+            run_steps(self.pipeline.steps, ctx)
+            self._respond(ctx)
+        except Exception as exc:
+            self._fail(exc)
+        return False
+
+    def _done(self, task):
+        self.app.tasks.discard(task)
+        self.app.inflight -= 1
+
+    async def _run_async(self, ctx):
+        try:
+            ctx.http = self.app.outbound
+            await arun_steps(self.pipeline.steps, ctx)
+            self._respond(ctx)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _context(self):
+        body = self._body()
+        if body is NO_BODY:
+            return None
+        target = self.start.path
+        path, _, query = target.partition("?")
+        request = {
+            "method": self.start.method, "path": path, "params": self.params,
+            "query": _query(query) if query else {},
+            "headers": {k.lower(): v for k, v in self.headers.get_all()},
+            "body": body,
+        }
+        if self.pipeline.checks and not self._validate(request):
+            return None
+        return Context({"request": request, "steps": {}})
+
+    def _body(self):
+        chunks = self.chunks
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not raw:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self.send(*problem(400, "bad-json", "Malformed JSON",
+                               f"the request body is not valid JSON: {str(exc)[:200]}"), CONTENT_TYPE)
+            return NO_BODY
+
+    def _validate(self, request) -> bool:
+        errors = []
+        for check in self.pipeline.checks:
+            errors += check.errors(request[check.part])
+        if not errors:
+            return True
+        self.send(*problem(422, "validation", "Validation failed",
+                           f"the request does not match the pipeline's schema ({len(errors)} errors)",
+                           errors=errors[:MAX_ERRORS]), CONTENT_TYPE)
+        return False
+
+    def _respond(self, ctx):
+        respond = ctx.response or self.pipeline.respond
+        if respond is None:
+            self.send(204, b"", None)
+            return
+        status, headers, value = respond.render(ctx)
+        if value is NO_BODY:
+            self.send(status, b"", None, headers)
+        else:
+            self.send(status, orjson.dumps(value), _JSON, headers)
+
+    def _fail(self, exc):
+        if isinstance(exc, StepFailed):
+            run_id = uuid.uuid4().hex[:16]
+            log.warning("run %s pipeline %s: %s", run_id, self.pipeline.name, exc.log)
+            self.send(*problem(exc.status, _slug(exc.status), exc.title, exc.detail, run_id=run_id), CONTENT_TYPE)
+            return
+        run_id = uuid.uuid4().hex[:16]
+        log.error("run %s pipeline %s: unexpected failure", run_id, getattr(self.pipeline, "name", "?"),
+                  exc_info=exc)
+        self.send(*problem(500, "internal", "Internal Server Error",
+                           "the request failed unexpectedly; quote the run id to the operator",
+                           run_id=run_id), CONTENT_TYPE)
+
+    def send(self, status, body: bytes, content_type, headers=()):
+        if self.conn is None:
+            return
+        out = httputil.HTTPHeaders()
+        if content_type:
+            out["Content-Type"] = content_type
+        out["Content-Length"] = str(len(body))
+        out["Date"] = self.app.date()
+        for name, value in headers:
+            out.add(name, value.replace("\r", " ").replace("\n", " "))
+        reason = httputil.responses.get(status, "Unknown")
+        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason), out, body)
+        self.conn.finish()
+        self.conn = None
+
+    def on_connection_close(self):
+        self.conn = None
+
+
+def _slug(status: int) -> str:
+    return {502: "bad-gateway", 504: "gateway-timeout", 422: "expression-failed"}.get(status, "error")
+
+
+def _query(query: str) -> dict:
+    """``a=1&b=2&b=3`` → ``{"a": "1", "b": ["2", "3"]}``."""
+    out = {}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        out[key] = values[0] if len(values) == 1 else values
+    return out
