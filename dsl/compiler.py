@@ -34,8 +34,8 @@ class CompileContext:
     """What compiling one file needs: the document, the environment and the
     step ids that have run at the current point (for reference checks)."""
 
-    def __init__(self, doc, base_dir: Path, env):
-        self.doc, self.base_dir, self.env = doc, base_dir, env
+    def __init__(self, doc, base_dir: Path, env, require_env=True):
+        self.doc, self.base_dir, self.env, self.require_env = doc, base_dir, env, require_env
         self.diagnostics: list[Diagnostic] = []
         self.ids = _collect_ids(doc.data)
         self.available: set[str] = set()
@@ -47,8 +47,8 @@ class CompileContext:
             value = value[key]
         return value
 
-    def error(self, path, code, message, *, key=False, offset=0):
-        self.diagnostics.append(self.doc.diag(path, code, message, key=key, offset=offset))
+    def error(self, path, code, message, *, key=False, offset=0, severity="error"):
+        self.diagnostics.append(self.doc.diag(path, code, message, key=key, offset=offset, severity=severity))
 
     def where(self, path, step_id) -> str:
         return f"step '{step_id}'"
@@ -107,7 +107,10 @@ class CompileContext:
         if part.kind == "env":
             value = self.env.get(part.text)
             if value is None:
-                self.error(path, "missing-env", f"environment variable {part.text} is not set", offset=at)
+                severity = "error" if self.require_env else "warning"
+                self.error(path, "missing-env", f"environment variable {part.text} is not set",
+                           offset=at, severity=severity)
+                return None if self.require_env else f"http://{part.text.lower()}.invalid/"
             return value
         file = self.base_dir / part.text
         try:
@@ -182,8 +185,11 @@ def _collect_ids(data, path=()) -> dict:
     return ids
 
 
-def compile_text(text: str, file: str, env=None, base_dir=None):
-    """Compile one pipeline's text: ``(Pipeline or None, [Diagnostic])``."""
+def compile_text(text: str, file: str, env=None, base_dir=None, require_env=True):
+    """Compile one pipeline's text: ``(Pipeline or None, [Diagnostic])``.
+
+    With ``require_env=False`` (``hookline lint``) a missing ``${env:…}`` is a
+    warning and a placeholder stands in for it."""
     doc, problems = load_yaml(text, file)
     if doc is None:
         return None, problems
@@ -192,10 +198,12 @@ def compile_text(text: str, file: str, env=None, base_dir=None):
     problems += check_shape(doc)
     if problems:
         return None, problems
-    cc = CompileContext(doc, Path(base_dir or Path(file).parent), os.environ if env is None else env)
+    cc = CompileContext(doc, Path(base_dir or Path(file).parent), os.environ if env is None else env,
+                        require_env)
     pipeline = _compile(cc)
     problems = cc.diagnostics
-    return (None if problems else pipeline), problems
+    failed = any(d.severity == "error" for d in problems)
+    return (None if failed else pipeline), problems
 
 
 def _compile(cc):

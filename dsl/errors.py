@@ -10,6 +10,8 @@ in the YAML (``file:line:col``, 1-based) and says what to do, GCC style::
 
     >>> str(Diagnostic("p.yaml", 14, 15, "unknown-function", "unknown function sum_by()"))
     'p.yaml:14:15: unknown-function: unknown function sum_by()'
+
+Warnings print as ``file:line:col: warning: code: message``.
 """
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ class Diagnostic:
     col: int
     code: str
     message: str
+    severity: str = "error"   # or "warning": reported, but the pipeline still compiles
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.code}: {self.message}"
+        tag = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.file}:{self.line}:{self.col}: {tag}{self.code}: {self.message}"
 
 
 class HooklineDslError(Exception):
@@ -39,4 +43,5 @@ class CompileError(HooklineDslError):
 
     def __init__(self, diagnostics):
         self.diagnostics = tuple(sorted(set(diagnostics)))
+        self.errors = tuple(d for d in self.diagnostics if d.severity == "error")
         super().__init__("\n".join(map(str, self.diagnostics)))

@@ -50,9 +50,9 @@ class Document:
         path = tuple(path)
         return self.keys.get(path) or self.pos(path)
 
-    def diag(self, path, code: str, message: str, *, key=False, offset=0) -> Diagnostic:
+    def diag(self, path, code: str, message: str, *, key=False, offset=0, severity="error") -> Diagnostic:
         line, col = self.key_pos(path) if key else self.pos(path)
-        return Diagnostic(self.file, line, col + offset, code, message)
+        return Diagnostic(self.file, line, col + offset, code, message, severity)
 
 
 class _Builder:

@@ -28,7 +28,7 @@ def pipeline_files(paths) -> list[Path]:
     return files
 
 
-def compile_paths(paths, env=None):
+def compile_paths(paths, env=None, require_env=True):
     """Compile every pipeline file: ``([Pipeline], sorted [Diagnostic])``."""
     pipelines, problems = [], []
     for file in pipeline_files(paths):
@@ -37,7 +37,7 @@ def compile_paths(paths, env=None):
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Diagnostic(str(file), 1, 1, "unreadable", getattr(exc, "strerror", None) or str(exc)))
             continue
-        pipeline, found = compile_text(text, str(file), env=env)
+        pipeline, found = compile_text(text, str(file), env=env, require_env=require_env)
         problems += found
         if pipeline is not None:
             pipelines.append(pipeline)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import dsl
 
@@ -30,29 +31,33 @@ def _parser():
     serve.set_defaults(func=_serve)
     lint = sub.add_parser("lint", help="check pipeline files; print every problem")
     lint.add_argument("paths", nargs="+", metavar="PATH")
+    lint.add_argument("--require-env", action="store_true",
+                      help="a missing ${env:...} variable is an error, as for serve (default: a warning)")
     lint.set_defaults(func=_lint)
     schema = sub.add_parser("schema", help="print the editor JSON Schema of the DSL")
     schema.set_defaults(func=_schema)
     return parser
 
 
-def _compile(paths):
-    missing = [p for p in paths if not __import__("pathlib").Path(p).exists()]
+def _compile(paths, require_env=True):
+    """Compile and print every diagnostic; return (pipelines, errors)."""
+    missing = [p for p in paths if not Path(p).exists()]
     for p in missing:
-        print(f"{p}:1:1: not-found: no such file or directory", file=sys.stdout)
-    pipelines, problems = dsl.compile_paths([p for p in paths if p not in missing])
+        print(f"{p}:1:1: not-found: no such file or directory")
+    pipelines, problems = dsl.compile_paths([p for p in paths if p not in missing], require_env=require_env)
     for d in problems:
         print(d)
-    return pipelines, problems or missing
+    errors = [d for d in problems if d.severity == "error"]
+    return pipelines, errors + missing
 
 
 def _lint(args) -> int:
-    pipelines, problems = _compile(args.paths)
-    files = len(dsl.pipeline_files([p for p in args.paths if __import__("pathlib").Path(p).exists()]))
-    if problems:
-        print(f"hookline lint: {len(problems)} problem(s) in {files} file(s)", file=sys.stderr)
+    pipelines, errors = _compile(args.paths, require_env=args.require_env)
+    files = len(dsl.pipeline_files([p for p in args.paths if Path(p).exists()]))
+    if errors:
+        print(f"hookline lint: {len(errors)} error(s) in {files} file(s)", file=sys.stderr)
         return 1
-    print(f"hookline lint: {files} file(s), {len(pipelines)} pipeline(s), no problems", file=sys.stderr)
+    print(f"hookline lint: {files} file(s), {len(pipelines)} pipeline(s), no errors", file=sys.stderr)
     return 0
 
 
