@@ -101,9 +101,16 @@ def _step_kind(doc, path, error):
     return [doc.diag(path, "bad-step", msg)]
 
 
+def _pattern(doc, path, error):
+    hint = error.schema.get("description", "").split("\n")[0].rstrip(".")
+    hint = f" ({hint})" if hint else ""
+    return [doc.diag(path, "bad-value",
+                     f"{_where(path)} is {error.instance!r}; it must match {error.validator_value}{hint}")]
+
+
 def _generic(doc, path, error):
     return [doc.diag(path, "bad-value", f"{_where(path)}: {error.message}")]
 
 
 _HANDLERS = {"additionalProperties": _unknown, "required": _required, "type": _type,
-             "enum": _enum, "oneOf": _one_of}
+             "enum": _enum, "oneOf": _one_of, "pattern": _pattern}

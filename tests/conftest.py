@@ -1,0 +1,101 @@
+"""Shared fixtures: real processes on real loopback ports.
+
+``hookline_server(paths, env=...)`` starts ``hookline serve`` as a subprocess
+and returns its base URL once it listens; ``demo_destination`` starts the
+demo destination (pipelines/demo_destination.py) the example pipelines call.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOOKLINE = [str(BIN / "hookline")] if (BIN / "hookline").exists() else [sys.executable, "-m", "engine"]
+CORPUS = ROOT / "tests" / "data" / "corpus"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc=None, timeout: float = 15.0) -> None:
+    """Wait until ``url`` answers anything over HTTP (or the process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{out}")
+        try:
+            requests.get(url, timeout=0.5)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+class Proc:
+    """A started process with its base URL; stopped with SIGTERM, then killed."""
+
+    def __init__(self, args, env, url, cwd=ROOT):
+        self.url = url
+        self.proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_http(url + "/", self.proc)
+
+    def stop(self, timeout=10) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+def start_hookline(paths, env=None, workers=1, extra=()) -> Proc:
+    port = free_port()
+    args = [*HOOKLINE, "serve", *map(str, paths), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), *extra]
+    return Proc(args, env or {}, f"http://127.0.0.1:{port}")
+
+
+def start_demo_destination() -> Proc:
+    port = free_port()
+    args = [sys.executable, str(ROOT / "pipelines" / "demo_destination.py"), "--port", str(port)]
+    return Proc(args, {}, f"http://127.0.0.1:{port}")
+
+
+def demo_env(demo_url: str) -> dict:
+    """The environment the example pipelines read (as `make run` sets it)."""
+    return {"ERP_URL": f"{demo_url}/erp", "ERP_TOKEN": "demo-erp-token",
+            "PRICING_URL": f"{demo_url}/pricing",
+            "BACKOFFICE_URL": f"{demo_url}/backoffice", "BACKOFFICE_TOKEN": "demo-bo-token"}
+
+
+@pytest.fixture(scope="module")
+def demo_destination():
+    proc = start_demo_destination()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def examples_server(demo_destination):
+    """`hookline serve pipelines` wired to the demo destination."""
+    proc = start_hookline([ROOT / "pipelines"], env=demo_env(demo_destination.url))
+    yield proc
+    proc.stop()
