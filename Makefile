@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 8080
 DEMO_PORT ?= 8099
-# The example pipelines read these at load time (see pipelines/README.md).
+# The example pipelines read these at load time (see README.md, Quick start).
 DEMO_ENV := ERP_URL=http://127.0.0.1:$(DEMO_PORT)/erp ERP_TOKEN=demo-erp-token \
             PRICING_URL=http://127.0.0.1:$(DEMO_PORT)/pricing \
             BACKOFFICE_URL=http://127.0.0.1:$(DEMO_PORT)/backoffice BACKOFFICE_TOKEN=demo-bo-token

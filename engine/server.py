@@ -175,7 +175,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if not errors:
             return True
         self.send(*problem(422, "validation", "Validation failed",
-                           f"the request does not match the pipeline's schema ({len(errors)} errors)",
+                           f"the request does not match the pipeline's schema ({_count(len(errors), 'error')})",
                            errors=errors[:MAX_ERRORS]), CONTENT_TYPE)
         return False
 
@@ -220,6 +220,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def on_connection_close(self):
         self.conn = None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _slug(status: int) -> str:

@@ -1,0 +1,197 @@
+"""The example pipelines (pipelines/*.yaml), end to end over real HTTP.
+
+A real ``hookline serve pipelines`` talks to the real demo destination
+(pipelines/demo_destination.py). Its stock is shared by the tests of this
+module, so every test uses its own order id / sale id (and so its own
+Idempotency-Key) and takes one unit of a SKU at most: test order never matters.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+
+import pytest
+import requests
+
+from conftest import CORPUS, ROOT, demo_env, free_port, start_hookline
+
+PROBLEM = "application/problem+json"
+ORDER = json.loads((CORPUS / "shopify" / "orders.create.json").read_text())
+_ids = itertools.count(1)
+
+
+def an_order(**changes) -> dict:
+    """The corpus order with a fresh id (the ERP's Idempotency-Key derives from it)."""
+    order = copy.deepcopy(ORDER)
+    order["id"] = 7_000_000_000 + next(_ids)
+    order.update(changes)
+    return order
+
+
+def a_sale(sale_id: str, paid: float = 109.98) -> dict:
+    return {"sale_id": sale_id, "store_id": "store-7", "till_id": "till-2", "sold_at": "2026-04-02T10:15:00Z",
+            "lines": [{"sku": "SKU2006-001", "qty": 1, "unit_price": 89.99},
+                      {"sku": "LENS-PROTECT-2YR", "qty": 1, "unit_price": 19.99}],
+            "payments": [{"method": "card", "amount": paid - 10}, {"method": "cash", "amount": 10}]}
+
+
+def post_order(server, order, shop="demo-shop"):
+    return requests.post(f"{server.url}/hooks/shopify/{shop}/orders", json=order, timeout=10)
+
+
+def pointers(resp) -> list[str]:
+    return [e["pointer"] for e in resp.json()["errors"]]
+
+
+# order-to-erp
+
+def test_corpus_order_is_reserved(examples_server):
+    resp = requests.post(f"{examples_server.url}/hooks/shopify/demo-shop/orders",
+                         data=(CORPUS / "shopify" / "orders.create.json").read_bytes(),
+                         headers={"Content-Type": "application/json"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert re.fullmatch(r"res-\d+", body["reservation"])
+    assert resp.headers["X-Reservation-Id"] == body["reservation"]
+    assert body["order"] == ORDER["id"]
+    assert body["reserved"] == [{"sku": li["sku"], "qty": li["quantity"]} for li in ORDER["line_items"]]
+
+
+def test_redelivered_order_keeps_its_reservation(examples_server):
+    order = an_order()
+    first, again = post_order(examples_server, order), post_order(examples_server, order)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+
+
+def test_zero_quantity_lines_are_not_sent(examples_server):
+    order = an_order()
+    order["line_items"][1]["quantity"] = 0
+    resp = post_order(examples_server, order)
+    assert resp.status_code == 200, resp.text
+    assert "LENS-PROTECT-2YR" not in [line["sku"] for line in resp.json()["reserved"]]
+
+
+def test_order_with_an_out_of_stock_line_is_409(examples_server):
+    order = an_order()
+    order["line_items"].append({**order["line_items"][0], "id": 1, "sku": "OUT-OF-STOCK-1", "quantity": 1})
+    resp = post_order(examples_server, order)
+    assert resp.status_code == 409, resp.text
+    assert resp.json() == {"error": "out_of_stock", "order": order["id"],
+                           "unavailable": [{"sku": "OUT-OF-STOCK-1", "requested": 1, "available": 0}]}
+    assert "X-Reservation-Id" not in resp.headers
+
+
+def test_order_without_line_items_is_422(examples_server):
+    order = an_order()
+    del order["line_items"]
+    resp = post_order(examples_server, order)
+    assert resp.status_code == 422
+    assert resp.headers["Content-Type"] == PROBLEM
+    problem = resp.json()
+    assert problem["status"] == 422 and problem["type"].endswith("/validation")
+    assert "/body" in pointers(resp)
+
+
+def test_malformed_json_is_400(examples_server):
+    resp = requests.post(f"{examples_server.url}/hooks/shopify/demo-shop/orders", data=b'{"id": ',
+                         headers={"Content-Type": "application/json"}, timeout=10)
+    assert resp.status_code == 400
+    assert resp.headers["Content-Type"] == PROBLEM
+
+
+# price-lookup
+
+def test_known_sku_is_priced(examples_server):
+    resp = requests.get(f"{examples_server.url}/prices/SKU2006-001", params={"currency": "EUR"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Cache-Control"] == "max-age=60"
+    body = resp.json()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", body.pop("valid_until"))
+    assert body == {"sku": "SKU2006-001", "currency": "EUR", "unit_price": 89.99}
+
+
+def test_currency_defaults_to_eur_and_usd_is_converted(examples_server):
+    eur = requests.get(f"{examples_server.url}/prices/SKU2006-020", timeout=10).json()
+    usd = requests.get(f"{examples_server.url}/prices/SKU2006-020?currency=USD", timeout=10).json()
+    assert (eur["currency"], eur["unit_price"]) == ("EUR", 159.99)
+    assert usd["currency"] == "USD" and usd["unit_price"] > eur["unit_price"]
+
+
+def test_unknown_sku_is_404(examples_server):
+    resp = requests.get(f"{examples_server.url}/prices/NO-SUCH-SKU?currency=EUR", timeout=10)
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "unknown_sku", "sku": "NO-SUCH-SKU", "reason": "unknown sku"}
+
+
+def test_unpriced_currency_is_not_reported_as_unknown_sku(examples_server):
+    resp = requests.get(f"{examples_server.url}/prices/SKU2006-001?currency=JPY", timeout=10)
+    assert resp.status_code == 404
+    assert resp.json()["reason"] == "unknown currency"
+
+
+@pytest.mark.parametrize("query, pointer", [("currency=eur", "/query/currency"),
+                                            ("currency=EUR&discount=1", "/query")])
+def test_bad_query_is_422(examples_server, query, pointer):
+    resp = requests.get(f"{examples_server.url}/prices/SKU2006-001?{query}", timeout=10)
+    assert resp.status_code == 422
+    assert resp.headers["Content-Type"] == PROBLEM
+    assert pointer in pointers(resp)
+
+
+# pos-sale
+
+def test_sale_gets_a_document_number(examples_server):
+    resp = requests.post(f"{examples_server.url}/pos/sales", json=a_sale("sale-happy-1"), timeout=10)
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["sale_id"] == "sale-happy-1"
+    assert re.fullmatch(r"BO-store-7-\d{6}", body["document_number"])
+
+
+def test_repeated_sale_keeps_its_document_number(examples_server):
+    first = requests.post(f"{examples_server.url}/pos/sales", json=a_sale("sale-retry-1"), timeout=10)
+    again = requests.post(f"{examples_server.url}/pos/sales", json=a_sale("sale-retry-1"), timeout=10)
+    other = requests.post(f"{examples_server.url}/pos/sales", json=a_sale("sale-retry-2"), timeout=10)
+    assert first.status_code == again.status_code == other.status_code == 201
+    assert again.json()["document_number"] == first.json()["document_number"]
+    assert other.json()["document_number"] != first.json()["document_number"]
+
+
+def test_underpaid_sale_is_422(examples_server):
+    sale = a_sale("sale-short-1", paid=100.00)
+    resp = requests.post(f"{examples_server.url}/pos/sales", json=sale, timeout=10)
+    assert resp.status_code == 422
+    assert resp.json() == {"error": "rejected_by_back_office", "reason": "payment does not cover the total"}
+
+
+def test_sale_without_payments_is_422_problem(examples_server):
+    sale = a_sale("sale-invalid-1")
+    del sale["payments"]
+    resp = requests.post(f"{examples_server.url}/pos/sales", json=sale, timeout=10)
+    assert resp.status_code == 422
+    assert resp.headers["Content-Type"] == PROBLEM
+    assert "/body" in pointers(resp)
+
+
+# a destination that is down
+
+@pytest.fixture(scope="module")
+def server_without_erp(demo_destination):
+    env = {**demo_env(demo_destination.url), "ERP_URL": f"http://127.0.0.1:{free_port()}/erp"}
+    proc = start_hookline([ROOT / "pipelines"], env=env)
+    yield proc
+    proc.stop()
+
+
+def test_destination_down_is_502_problem(server_without_erp):
+    resp = post_order(server_without_erp, an_order())
+    assert resp.status_code == 502
+    assert resp.headers["Content-Type"] == PROBLEM
+    problem = resp.json()
+    assert problem["status"] == 502 and problem["type"].endswith("/bad-gateway")
+    assert problem["run_id"]
+    for leak in ("Traceback", 'File "', "demo-erp-token", "127.0.0.1"):
+        assert leak not in resp.text
