@@ -3,7 +3,8 @@
 Exception tree::
 
     HooklineDslError
-    └── CompileError      one or more diagnostics; .diagnostics is sorted by position
+    ├── CompileError      one or more diagnostics; .diagnostics is sorted by position
+    └── ExpressionError   (dsl.jmes) one bad JMESPath expression: code, message, offset
 
 Every problem an author can make is a :class:`Diagnostic` that names the place
 in the YAML (``file:line:col``, 1-based) and says what to do, GCC style::

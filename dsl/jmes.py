@@ -1,10 +1,11 @@
 """Compile JMESPath expressions to Python closures, with checks at load time.
 
-``jmespath.compile(text).search(data)`` walks the AST on every call (~42 µs on
-a reshaping of a 3.8 KB order). Here the AST from jmespath's own parser is
-compiled once into nested closures (a few µs for the same search), and the
-tree is checked for unknown functions and wrong arity, which
-``jmespath.compile`` lets through until the expression runs.
+``jmespath.compile(text).search(data)`` walks the AST on every call (~40 µs to
+reshape a Shopify order). Here the AST from jmespath's own parser is compiled
+once into nested closures (~6.5 µs for the same search, see
+``benchmarks/jmes_micro.py``), and the tree is checked for unknown functions
+and wrong arity, which ``jmespath.compile`` lets through until the expression
+runs.
 
     >>> expr = compile_expression("steps.order.line_items[?qty > `1`].sku")
     >>> expr.search({"steps": {"order": {"line_items": [{"sku": "A", "qty": 2}]}}})
@@ -35,10 +36,8 @@ each call so a caller mutating a result cannot change the compiled expression.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from dataclasses import dataclass, field
-from numbers import Number
 from typing import Any, Callable
 
 from jmespath.exceptions import (
@@ -47,9 +46,10 @@ from jmespath.exceptions import (
 from jmespath.lexer import Lexer
 from jmespath.parser import Parser
 
-from dsl.jmes_functions import (
-    InvalidTypeError, InvalidValueError, _Expression, arity_problem,
-    compile_call, is_known, jmespath_type,
+from .errors import HooklineDslError
+from .jmes_functions import (
+    COMPARISONS, InvalidTypeError, InvalidValueError, _Expression, arity_problem,
+    compile_call, copy_json, get_field, is_false, is_known, is_number,
 )
 
 __all__ = [
@@ -60,7 +60,7 @@ __all__ = [
 Search = Callable[[Any], Any]
 
 
-class ExpressionError(Exception):
+class ExpressionError(HooklineDslError):
     """An expression that cannot be compiled; ``offset`` is 0-based in its text."""
 
     def __init__(self, code: str, message: str, offset: int):
@@ -227,6 +227,7 @@ _ROOT, _STEPS, _OTHER = "root", "steps", "other"
 
 
 def _step_refs(tree: dict, offsets: dict[int, int]) -> tuple[tuple[str, int], ...]:
+    """``(id, offset)`` for each ``steps.<id>`` read while ``@`` is the root."""
     found = []
     _flow(tree, _ROOT, lambda node: found.append((node["value"], offsets.get(id(node), 0))))
     return tuple(sorted(found, key=lambda ref: ref[1]))
@@ -275,76 +276,16 @@ _FLOWS = {
     "literal": lambda node, state, note: _OTHER,
     "index": lambda node, state, note: _OTHER,
     "slice": lambda node, state, note: _OTHER,
-}
-for _type in ("comparator", "or_expression", "and_expression", "not_expression",
-              "multi_select_list", "multi_select_dict", "key_val_pair",
-              "function_expression", "flatten"):
-    _FLOWS[_type] = _flow_each
+} | dict.fromkeys(("comparator", "or_expression", "and_expression", "not_expression",
+                   "multi_select_list", "multi_select_dict", "key_val_pair",
+                   "function_expression", "flatten"), _flow_each)
 
 
-# --- runtime semantics shared by the closures ---------------------------------
+# --- compiling nodes to closures -----------------------------------------------
 
 def _identity(value):
     return value
 
-
-def _is_false(value) -> bool:
-    """JMESPath falsiness: null, false, "", [] and {} (but not 0)."""
-    return value is None or value is False or value == "" or value == [] or value == {}
-
-
-def _is_number(value) -> bool:
-    """A number that is not a boolean (``True`` is an ``int`` to Python)."""
-    kind = type(value)
-    return kind is int or kind is float or (kind is not bool and isinstance(value, Number))
-
-
-def _equals(x, y) -> bool:
-    """The reference's ``==``: Python's, except a boolean never equals a number."""
-    if (type(x) is bool) is not (type(y) is bool) and (_is_number(x) or _is_number(y)):
-        return False
-    return x == y
-
-
-def _ordering(op: Callable, symbol: str) -> Callable:
-    """An ordering comparison: null unless both sides are numbers or strings."""
-    def compare(x, y):
-        if not ((_is_number(x) or isinstance(x, str)) and (_is_number(y) or isinstance(y, str))):
-            return None
-        try:
-            return op(x, y)
-        except TypeError:
-            raise InvalidTypeError(f"cannot compare {jmespath_type(type(x).__name__)} "
-                                   f"{symbol} {jmespath_type(type(y).__name__)}") from None
-    return compare
-
-
-_COMPARISONS = {
-    "eq": _equals,
-    "ne": lambda x, y: not _equals(x, y),
-    "lt": _ordering(operator.lt, "<"), "lte": _ordering(operator.le, "<="),
-    "gt": _ordering(operator.gt, ">"), "gte": _ordering(operator.ge, ">="),
-}
-
-
-def _get(value, name: str):
-    """The reference's field lookup: anything with ``.get``, else null."""
-    try:
-        return value.get(name)
-    except AttributeError:
-        return None
-
-
-def _copy(value):
-    """A deep copy of a JSON value (literals must not leak shared lists)."""
-    if isinstance(value, list):
-        return [_copy(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _copy(item) for key, item in value.items()}
-    return value
-
-
-# --- compiling nodes to closures -----------------------------------------------
 
 def _compile(node: dict) -> Search:
     """The closure computing ``node`` against a current value."""
@@ -361,7 +302,7 @@ def _compile_field(node):
     def search(value):
         if type(value) is dict:
             return value.get(name)
-        return _get(value, name)
+        return get_field(value, name)
     return search
 
 
@@ -394,14 +335,14 @@ def _field_path(names: tuple[str, ...]) -> Search:
             elif value is None:
                 return None
             else:
-                value = _get(value, name)
+                value = get_field(value, name)
         return value
     return search
 
 
 def _compile_comparator(node):
     left, right = _children(node)
-    compare = _COMPARISONS[node["value"]]
+    compare = COMPARISONS[node["value"]]
     return lambda value: compare(left(value), right(value))
 
 
@@ -410,7 +351,7 @@ def _compile_or(node):
 
     def search(value):
         matched = left(value)
-        return right(value) if _is_false(matched) else matched
+        return right(value) if is_false(matched) else matched
     return search
 
 
@@ -419,7 +360,7 @@ def _compile_and(node):
 
     def search(value):
         matched = left(value)
-        return matched if _is_false(matched) else right(value)
+        return matched if is_false(matched) else right(value)
     return search
 
 
@@ -428,7 +369,7 @@ def _compile_not(node):
 
     def search(value):
         result = child(value)
-        if _is_number(result) and result == 0:
+        if is_number(result) and result == 0:
             return False  # 0 is truthy in JMESPath, so !0 is false
         return not result
     return search
@@ -471,7 +412,7 @@ def _compile_filter(node):
         collected = []
         for item in base:
             matched = condition(item)
-            if matched is True or not _is_false(matched):
+            if matched is True or not is_false(matched):
                 current = right(item)
                 if current is not None:
                     collected.append(current)
@@ -526,8 +467,8 @@ def _zero_step_slice(value):
 def _compile_literal(node):
     constant = node["value"]
     if isinstance(constant, (list, dict)):
-        constant = _copy(constant)
-        return lambda value: _copy(constant)
+        constant = copy_json(constant)
+        return lambda value: copy_json(constant)
     return lambda value: constant
 
 

@@ -1,10 +1,11 @@
-"""JMESPath builtin functions for :mod:`dsl.jmes`: arity, type checks, calls.
+"""The JMESPath runtime behind :mod:`dsl.jmes`: builtin functions and operators.
 
 The function table, the signatures and the implementations are jmespath's own
 (``jmespath.functions.Functions``), so results match ``jmespath.search``. What
 changes is *when* work happens: arity is checked once at compile time
 (:func:`arity_problem`), and each argument's allowed types are resolved once
 into a small checker, instead of on every call as the reference does.
+Comparisons, truthiness and field access follow ``jmespath.visitor``.
 
 Runtime errors, all catchable as ``jmespath.exceptions.JMESPathError``::
 
@@ -22,6 +23,8 @@ Runtime errors, all catchable as ``jmespath.exceptions.JMESPathError``::
 """
 from __future__ import annotations
 
+import operator
+from numbers import Number
 from typing import Any, Callable
 
 from jmespath.exceptions import JMESPathError, JMESPathTypeError
@@ -156,3 +159,61 @@ def _checker(name: str, types: list[str]):
 def jmespath_type(python_type_name: str) -> str:
     """The JMESPath type name for a Python type name (``'dict'`` -> ``'object'``)."""
     return TYPES_MAP.get(python_type_name, "unknown")
+
+
+# --- operators and truthiness, as jmespath.visitor.TreeInterpreter has them ---
+
+def is_false(value) -> bool:
+    """JMESPath falsiness: null, false, "", [] and {} (but not 0)."""
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def is_number(value) -> bool:
+    """A number that is not a boolean (``True`` is an ``int`` to Python)."""
+    kind = type(value)
+    return kind is int or kind is float or (kind is not bool and isinstance(value, Number))
+
+
+def equals(x, y) -> bool:
+    """The reference's ``==``: Python's, except a boolean never equals a number."""
+    if (type(x) is bool) is not (type(y) is bool) and (is_number(x) or is_number(y)):
+        return False
+    return x == y
+
+
+def _ordering(op: Callable, symbol: str) -> Callable:
+    """An ordering comparison: null unless both sides are numbers or strings."""
+    def compare(x, y):
+        if not ((is_number(x) or isinstance(x, str)) and (is_number(y) or isinstance(y, str))):
+            return None
+        try:
+            return op(x, y)
+        except TypeError:
+            raise InvalidTypeError(f"cannot compare {jmespath_type(type(x).__name__)} "
+                                   f"{symbol} {jmespath_type(type(y).__name__)}") from None
+    return compare
+
+
+COMPARISONS = {
+    "eq": equals,
+    "ne": lambda x, y: not equals(x, y),
+    "lt": _ordering(operator.lt, "<"), "lte": _ordering(operator.le, "<="),
+    "gt": _ordering(operator.gt, ">"), "gte": _ordering(operator.ge, ">="),
+}
+
+
+def get_field(value, name: str):
+    """The reference's field lookup: anything with ``.get``, else null."""
+    try:
+        return value.get(name)
+    except AttributeError:
+        return None
+
+
+def copy_json(value):
+    """A deep copy of a JSON value (literals must not leak shared lists)."""
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    return value
