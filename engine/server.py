@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
+import re
 import time
 import uuid
 from urllib.parse import parse_qs
@@ -38,7 +40,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(p.path, {}).update({m: p for m in p.methods})
-        self.router = Router(by_path.items())
+        self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
         self.outbound = outbound or Outbound()
         self.inflight = 0
         self.tasks: set = set()
@@ -54,6 +56,18 @@ class App(httputil.HTTPServerConnectionDelegate):
         return self._date
 
 
+class _Route:
+    """The pipelines at one path, by method; HEAD runs the GET pipeline."""
+
+    __slots__ = ("by_method", "allow")
+
+    def __init__(self, by_method: dict):
+        self.by_method = dict(by_method)
+        if "GET" in by_method:
+            self.by_method["HEAD"] = by_method["GET"]
+        self.allow = ", ".join(sorted({*self.by_method, "OPTIONS"}))
+
+
 class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
@@ -67,16 +81,18 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def headers_received(self, start_line, headers):
         self.start, self.headers = start_line, headers
         path = start_line.path.partition("?")[0]
-        methods, self.params = self.app.router.match(path)
-        if methods is None:
+        route, self.params = self.app.router.match(path)
+        method = start_line.method
+        if route is None:
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
-        elif start_line.method not in methods:
-            allow = ", ".join(sorted(methods))
-            self.early = problem(405, "method-not-allowed", "Method Not Allowed",
-                                 f"{start_line.method[:20]} is not allowed here; use {allow}") + ({"Allow": allow},)
-        else:
-            self.pipeline = methods[start_line.method]
+        elif method in route.by_method:
+            self.pipeline = route.by_method[method]
             self._check_length(headers)
+        elif method == "OPTIONS":
+            self.early = (204, b"", {"Allow": route.allow})
+        else:
+            self.early = problem(405, "method-not-allowed", "Method Not Allowed",
+                                 f"{method[:20]} is not allowed here; use {route.allow}") + ({"Allow": route.allow},)
 
     def _check_length(self, headers):
         length = headers.get("Content-Length")
@@ -105,7 +121,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def finish(self):
         if self.early is not None:
             status, body, *extra = self.early
-            self.send(status, body, CONTENT_TYPE, extra[0].items() if extra else ())
+            self.send(status, body, CONTENT_TYPE if body else None, extra[0].items() if extra else ())
             return
         self.app.inflight += 1
         if not self._start():
@@ -188,7 +204,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if value is NO_BODY:
             self.send(status, b"", None, headers)
         else:
-            self.send(status, orjson.dumps(value), _JSON, headers)
+            self.send(status, _dumps(value), _JSON, headers)
 
     def _fail(self, exc):
         if isinstance(exc, StepFailed):
@@ -209,17 +225,48 @@ class _Exchange(httputil.HTTPMessageDelegate):
         out = httputil.HTTPHeaders()
         if content_type:
             out["Content-Type"] = content_type
-        out["Content-Length"] = str(len(body))
+        if status != 204 and status != 304:
+            out["Content-Length"] = str(len(body))
         out["Date"] = self.app.date()
         for name, value in headers:
-            out.add(name, value.replace("\r", " ").replace("\n", " "))
+            out.add(name, _header_value(value))
         reason = httputil.responses.get(status, "Unknown")
+        if self.start.method == "HEAD" or status == 204 or status == 304:
+            body = None
         self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason), out, body)
         self.conn.finish()
         self.conn = None
 
     def on_connection_close(self):
         self.conn = None
+
+
+def _dumps(value) -> bytes:
+    """orjson, or the standard library where orjson refuses (over 255 levels, ints over 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except (RecursionError, ValueError, TypeError):
+        raise StepFailed(422, "Response not serialisable",
+                         "the response body nests too deeply to be written as JSON") from None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _header_value(value: str) -> str:
+    """A value a client may have chosen, made safe for a header line:
+    control characters become spaces, ends are trimmed, non-Latin-1 text
+    is sent as its UTF-8 bytes."""
+    value = _CONTROL.sub(" ", value).strip()
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8").decode("latin-1")
+    return value
 
 
 def _count(n: int, noun: str) -> str:
