@@ -19,7 +19,7 @@ from .errors import Diagnostic
 from .expressions import ExpressionError, compile_expression
 from .graph import Check, Pipeline, Respond
 from .loader import load_yaml
-from .schemas import load_schema
+from .schemas import coercions, load_schema_and_source
 from .shape import check_shape
 from .spec import DEFAULT_MAX_BODY
 from .steps import BY_KEY
@@ -233,11 +233,12 @@ def _path_params(cc, path) -> tuple:
 
 def _check(cc, part):
     path = ("validate", part)
-    schema, problem = load_schema(cc.get(path), cc.base_dir)
+    schema, validator, problem = load_schema_and_source(cc.get(path), cc.base_dir)
     if problem:
         cc.error(path, "bad-schema", f"validate.{part}: {problem}")
         return None
-    return Check(part, schema)
+    coerce = coercions(schema, lower=part == "headers") if part != "body" else ()
+    return Check(part, validator, coerce)
 
 
 def _duplicate_ids(cc):

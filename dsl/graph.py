@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -46,6 +47,20 @@ class Check:
 
     part: str
     validator: object       # jsonschema_rs validator
+    coerce: tuple = ()      # ((name, ("integer", ...), is_array), ...): text to convert first
+
+    def prepare(self, value):
+        """Convert numeric/boolean text where the schema asks for those types (in place)."""
+        if self.coerce and isinstance(value, dict):
+            for name, types, is_array in self.coerce:
+                item = value.get(name)
+                if is_array and isinstance(item, str):
+                    item = [item]
+                if isinstance(item, str):
+                    value[name] = coerce_text(item, types)
+                elif isinstance(item, list):
+                    value[name] = [coerce_text(v, types) if isinstance(v, str) else v for v in item]
+        return value
 
     def errors(self, value) -> list[dict]:
         """``[]`` when valid, else ``[{pointer, message}]`` into the request."""
@@ -53,6 +68,25 @@ class Check:
             return []
         return [{"pointer": _pointer(self.part, e.instance_path), "message": e.message}
                 for e in self.validator.iter_errors(value)]
+
+
+_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_NUM = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
+
+
+def coerce_text(text: str, types):
+    """``"42"`` → 42 for integer/number, ``"true"`` → True for boolean; else unchanged.
+
+    >>> coerce_text("42", ("integer",)), coerce_text("4.5", ("number",)), coerce_text("x", ("integer",))
+    (42, 4.5, 'x')
+    """
+    if "boolean" in types and text in ("true", "false"):
+        return text == "true"
+    if _INT.match(text) and ("integer" in types or "number" in types):
+        return int(text)
+    if "number" in types and _NUM.match(text):
+        return float(text)
+    return text
 
 
 def _pointer(part: str, path) -> str:

@@ -22,16 +22,53 @@ import yaml
 
 def load_schema(source, base_dir) -> tuple[object, str | None]:
     """Return ``(validator, None)`` or ``(None, problem)``."""
+    schema, validator, problem = load_schema_and_source(source, base_dir)
+    return validator, problem
+
+
+def load_schema_and_source(source, base_dir):
+    """Return ``(schema, validator, None)`` or ``(None, None, problem)``."""
     schema, problem = _resolve(source, Path(base_dir))
     if problem:
-        return None, problem
+        return None, None, problem
     problem = _check(schema)
     if problem:
-        return None, problem
+        return None, None, problem
     try:
-        return jsonschema_rs.validator_for(schema, retriever=_refuse), None
+        return schema, jsonschema_rs.validator_for(schema, retriever=_refuse), None
     except Exception as exc:  # jsonschema-rs raises ValueError and its own errors
-        return None, _first_line(exc)
+        return None, None, _first_line(exc)
+
+
+_COERCIBLE = ("integer", "number", "boolean")
+
+
+def coercions(schema, lower=False) -> tuple:
+    """The top-level properties whose schema wants a number, a boolean or an
+    array (and not a string): ``((name, types, is_array), ...)``, for
+    query/params/headers, which arrive as text. A repeated query parameter
+    is a list; a single value where an array is wanted becomes a list of one.
+
+    >>> coercions({"properties": {"n": {"type": "integer"}, "s": {"type": "string"}}})
+    (('n', ('integer',), False),)
+    """
+    out = []
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    for name, sub in props.items():
+        types, is_array = _types(sub), False
+        if types == ("array",) and isinstance(sub.get("items"), dict):
+            types, is_array = _types(sub["items"]), True
+        wanted = tuple(t for t in types if t in _COERCIBLE)
+        if (wanted or is_array) and "string" not in types:
+            out.append((name.lower() if lower else name, wanted, is_array))
+    return tuple(out)
+
+
+def _types(sub) -> tuple:
+    kind = sub.get("type") if isinstance(sub, dict) else None
+    if isinstance(kind, str):
+        return (kind,)
+    return tuple(k for k in kind if isinstance(k, str)) if isinstance(kind, list) else ()
 
 
 def _resolve(source, base_dir):

@@ -165,7 +165,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         request = {
             "method": self.start.method, "path": path, "params": self.params,
             "query": _query(query) if query else {},
-            "headers": {k.lower(): v for k, v in self.headers.get_all()},
+            "headers": _headers(self.headers),
             "body": body,
         }
         if self.pipeline.checks and not self._validate(request):
@@ -187,7 +187,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _validate(self, request) -> bool:
         errors = []
         for check in self.pipeline.checks:
-            errors += check.errors(request[check.part])
+            errors += check.errors(check.prepare(request[check.part]))
         if not errors:
             return True
         self.send(*problem(422, "validation", "Validation failed",
@@ -275,6 +275,19 @@ def _count(n: int, noun: str) -> str:
 
 def _slug(status: int) -> str:
     return {502: "bad-gateway", 504: "gateway-timeout", 422: "expression-failed"}.get(status, "error")
+
+
+def _headers(headers) -> dict:
+    """Lower-case names; a header sent more than once becomes a list of its values."""
+    out = {}
+    for name, value in headers.get_all():
+        name = name.lower()
+        if name in out:
+            prev = out[name]
+            out[name] = prev + [value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[name] = value
+    return out
 
 
 def _query(query: str) -> dict:
