@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import Diagnostic
-from .expressions import ExpressionError, compile_expression
-from .graph import Check, Pipeline, Respond
+from .expressions import ExpressionError, bare_literals, compile_expression
+from .graph import AsyncBranch, Check, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .schemas import coercions, load_schema_and_source
 from .shape import check_shape
-from .spec import DEFAULT_MAX_BODY
+from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
 from .templates import Template, parse
 
@@ -66,6 +66,9 @@ class CompileContext:
             return None
         for step_id, at in compiled.step_refs():
             self._check_ref(path, step_id, self._col_offset(path) + offset + at)
+        for word, at in bare_literals(text):
+            self.error(path, "bare-literal", f"'{word}' here is a field name; for the literal write `{word}`",
+                       offset=self._col_offset(path) + offset + at, severity="warning")
         return compiled
 
     def _check_ref(self, path, step_id, offset):
@@ -212,15 +215,33 @@ def _compile(cc):
     receive = data["receive"]
     params = _path_params(cc, receive["path"])
     checks = tuple(_check(cc, part) for part in CHECK_ORDER if part in data.get("validate", {}))
+    dedupe = _dedupe(cc, receive) if "dedupe" in receive else None
     steps = cc.steps(("steps",)) if "steps" in data else ()
     respond = cc.respond(("respond",)) if "respond" in data else None
+    branches = tuple(_branch(cc, i, b) for i, b in enumerate(data.get("async", [])))
     _stray_substitutions(cc, cc.doc.data, ())
     return Pipeline(
         name=data["pipeline"], file=cc.doc.file, description=data.get("description", ""),
         path=receive["path"], methods=frozenset(receive.get("methods", ["POST"])),
         max_body_bytes=receive.get("max_body_bytes", DEFAULT_MAX_BODY), checks=checks,
         steps=steps, respond=respond, is_async=any(s is not None and s.is_async for s in steps),
-        param_names=params)
+        param_names=params, branches=branches, dedupe=dedupe)
+
+
+def _dedupe(cc, receive):
+    key = cc.expr(("receive", "dedupe", "key"))
+    return Dedupe(key, receive["dedupe"].get("ttl_s", DEFAULT_DEDUPE_TTL))
+
+
+def _branch(cc, index, spec):
+    path = ("async", index)
+    if [b["id"] for b in cc.get(("async",))].index(spec["id"]) != index:
+        cc.error(path + ("id",), "duplicate-branch", f"async branch id '{spec['id']}' is used twice")
+    with cc.scope():
+        when = cc.expr(path + ("when",)) if "when" in spec else None
+        steps = cc.steps(path + ("steps",))
+    retry = Retry(**{**RETRY_DEFAULTS, **spec.get("retry", {})})
+    return AsyncBranch(spec["id"], when, steps, retry)
 
 
 def _path_params(cc, path) -> tuple:

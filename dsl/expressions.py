@@ -5,6 +5,26 @@ import; see there for static checks (unknown functions, arity) and offsets.
 """
 from __future__ import annotations
 
+from jmespath.exceptions import JMESPathError
+from jmespath.lexer import Lexer
+
 from .jmes import Expression, ExpressionError, compile_expression
 
-__all__ = ["Expression", "ExpressionError", "compile_expression"]
+__all__ = ["Expression", "ExpressionError", "compile_expression", "bare_literals"]
+_LITERAL_WORDS = ("null", "true", "false")
+
+
+def bare_literals(text: str) -> list[tuple[str, int]]:
+    """Unquoted ``null``/``true``/``false`` used as values: JMESPath reads them
+    as field names, almost never what the author meant.
+
+    >>> bare_literals("a != null && b == `true`")
+    [('null', 5)]
+    """
+    try:
+        tokens = list(Lexer().tokenize(text))
+    except JMESPathError:
+        return []
+    return [(t["value"], t["start"]) for i, t in enumerate(tokens)
+            if t["type"] == "unquoted_identifier" and t["value"] in _LITERAL_WORDS
+            and (i == 0 or tokens[i - 1]["type"] != "dot")]

@@ -95,6 +95,43 @@ def _pointer(part: str, path) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """Exponential backoff with full jitter, bounded by attempts and age."""
+
+    max_attempts: int
+    initial_s: float
+    max_s: float
+    max_age_s: float
+
+    def next_delay(self, attempt: int, random) -> float:
+        """Delay after failed attempt number ``attempt`` (1-based): uniform in [0, cap].
+
+        >>> Retry(12, 1, 3600, 86400).next_delay(3, lambda a, b: b)
+        4
+        """
+        return random(0, min(self.max_s, self.initial_s * 2 ** (attempt - 1)))
+
+    def gives_up(self, attempt: int, age_s: float) -> bool:
+        return attempt >= self.max_attempts or age_s >= self.max_age_s
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncBranch:
+    """Steps run after the response from a persisted job, with retries."""
+
+    id: str
+    when: object            # Expression or None
+    steps: tuple
+    retry: Retry
+
+
+@dataclass(frozen=True, slots=True)
+class Dedupe:
+    key: object             # Expression: the delivery id
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """One compiled pipeline: what the runtime serves at one path."""
 
@@ -109,6 +146,13 @@ class Pipeline:
     respond: Respond | None
     is_async: bool
     param_names: tuple = ()
+    branches: tuple = ()    # (AsyncBranch, ...)
+    dedupe: Dedupe | None = None
+
+    @property
+    def durable(self) -> bool:
+        """True when a request must be persisted before it is answered."""
+        return bool(self.branches) or self.dedupe is not None
 
 
 def frozen_map(d: dict) -> MappingProxyType:

@@ -17,6 +17,9 @@ METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE")
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PIPELINE_NAME = r"^[a-z0-9][a-z0-9-]*$"
 DEFAULT_MAX_BODY = 1_048_576
+DEFAULT_DEDUPE_TTL = 86_400
+BRANCH_ID = r"^[a-z0-9][a-z0-9_-]*$"
+RETRY_DEFAULTS = {"max_attempts": 12, "initial_s": 1, "max_s": 3600, "max_age_s": 259_200}
 
 
 def doc(schema: dict, text: str, **extra) -> dict:
@@ -56,6 +59,11 @@ RECEIVE = doc(strict({
                    "HTTP methods the endpoint accepts (default `[POST]`); others get 405."),
     "max_body_bytes": doc({"type": "integer", "minimum": 1, "default": DEFAULT_MAX_BODY},
                           "Largest accepted request body in bytes (default 1 MiB); larger gets 413."),
+    "dedupe": doc(strict({
+        "key": expression("The delivery id, e.g. `request.headers.\"webhook-id\"`; null means no dedupe."),
+        "ttl_s": doc({"type": "integer", "minimum": 1, "default": DEFAULT_DEDUPE_TTL},
+                     "How long a delivery id is remembered, in seconds (default 86400)."),
+    }, required=["key"]), "Answer a repeated delivery with the first delivery's response and run nothing twice."),
 }, required=["path"]), "Where and how the pipeline receives requests.")
 
 SCHEMA_SOURCE = doc({"type": "object"},
@@ -68,6 +76,29 @@ VALIDATE = doc(strict({
     "params": doc(SCHEMA_SOURCE, "JSON Schema for the path parameters (an object of strings)."),
     "headers": doc(SCHEMA_SOURCE, "JSON Schema for the headers (an object, lower-case names)."),
 }), "JSON Schemas the request must satisfy before any step runs.")
+
+
+RETRY = doc(strict({
+    "max_attempts": doc({"type": "integer", "minimum": 1, "default": RETRY_DEFAULTS["max_attempts"]},
+                        "Attempts in all, the first included (default 12); then the job is dead-lettered."),
+    "initial_s": doc({"type": "number", "exclusiveMinimum": 0, "default": RETRY_DEFAULTS["initial_s"]},
+                     "Backoff before the second attempt, in seconds (default 1); doubles each time, full jitter."),
+    "max_s": doc({"type": "number", "exclusiveMinimum": 0, "default": RETRY_DEFAULTS["max_s"]},
+                 "Longest backoff between attempts, in seconds (default 3600)."),
+    "max_age_s": doc({"type": "number", "exclusiveMinimum": 0, "default": RETRY_DEFAULTS["max_age_s"]},
+                     "Give up (dead-letter) once the job is this old, in seconds (default 259200 = 3 days)."),
+}), "Retry schedule of this branch: exponential backoff with full jitter.")
+
+ASYNC = doc({"type": "array", "items": strict({
+    "id": doc({"type": "string", "pattern": BRANCH_ID}, "Branch id, unique in the pipeline."),
+    "description": doc({"type": "string"}, "What the branch is for."),
+    "when": expression("Run the branch only when this is true (evaluated before the response)."),
+    "steps": {"$ref": "#/definitions/steps"},
+    "retry": RETRY,
+}, required=["id", "steps"])},
+    "Branches that run after the response, each independently, persisted before the acknowledgement.",
+    defaultSnippets=[{"label": "async branch", "body": [{"id": "${1:notify}", "steps": [
+        {"id": "${2:send}", "call": {"url": "\\${env:${3:CRM_URL}}/events", "body": "request.body"}}]}]}])
 
 
 def step_schema(kinds) -> dict:
@@ -97,6 +128,7 @@ def pipeline_schema() -> dict:
         "validate": VALIDATE,
         "steps": {"$ref": "#/definitions/steps"},
         "respond": {"$ref": "#/definitions/respond"},
+        "async": ASYNC,
     }, required=["pipeline", "receive"],
         **{"definitions": {
                "steps": doc({"type": "array", "items": {"$ref": "#/definitions/step"}},
