@@ -10,7 +10,10 @@ in a :class:`Context`. The engine builds the context, then calls
 """
 from __future__ import annotations
 
+import json
+
 import jmespath.exceptions
+import orjson
 
 
 class StepFailed(Exception):
@@ -25,13 +28,25 @@ class StepFailed(Exception):
         self.status, self.title, self.detail, self.log = status, title, detail, log or detail
 
 
+class DeliveryFailed(Exception):
+    """An async branch attempt failed: retried later when ``retryable``
+    (5xx, 429, timeout, unreachable), else dead-lettered with ``detail``."""
+
+    def __init__(self, retryable: bool, detail: str, retry_after: float | None = None):
+        super().__init__(detail)
+        self.retryable, self.detail, self.retry_after = retryable, detail, retry_after
+
+
 class Context:
-    """Per-request state: the expression document and the response, once chosen."""
+    """Per-request (or per-job) state: the expression document and the response, once chosen.
 
-    __slots__ = ("data", "steps", "http", "response", "run_id")
+    ``job`` is set when an async branch runs from a persisted job: calls then
+    carry ``Idempotency-Key: <job>.<step>`` and failures raise DeliveryFailed."""
 
-    def __init__(self, data: dict, http=None, run_id: str = ""):
-        self.data, self.steps, self.http, self.run_id = data, data["steps"], http, run_id
+    __slots__ = ("data", "steps", "http", "response", "run_id", "job")
+
+    def __init__(self, data: dict, http=None, run_id: str = "", job: str = ""):
+        self.data, self.steps, self.http, self.run_id, self.job = data, data["steps"], http, run_id, job
         self.response = None
 
 
@@ -75,3 +90,16 @@ class CallError(Exception):
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
         self.kind, self.detail = kind, detail
+
+
+def dumps_json(value) -> bytes:
+    """JSON bytes: orjson, or the standard library where orjson refuses
+    (over 255 levels, integers over 64 bits); too deep even for that → 422."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except (RecursionError, ValueError, TypeError):
+        raise StepFailed(422, "Not serialisable", "a JSON value nests too deeply to be written") from None

@@ -74,6 +74,14 @@ def to_text(value) -> str:
     return orjson.dumps(value).decode()
 
 
+def _segment(text: str) -> str:
+    """Percent-encode a value for a URL; ``.`` and ``..`` too, which URL
+    libraries would otherwise resolve as dot segments."""
+    if text in (".", ".."):
+        return text.replace(".", "%2E")
+    return quote(text, safe="")
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A prepared template: literal strings and compiled expressions."""
@@ -88,7 +96,7 @@ class Template:
                 out.append(part)
             else:
                 text = to_text(part.search(data))
-                out.append(quote(text, safe="") if self.url else text)
+                out.append(_segment(text) if self.url else text)
         return "".join(out)
 
     @property

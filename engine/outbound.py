@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import yarl
 
 from dsl.runtime import CallError
 
@@ -33,7 +34,8 @@ class Outbound:
     async def request(self, method, url, headers, body, timeout_s, max_bytes):
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._get().request(method, url, headers=headers, data=body, timeout=timeout,
+            async with self._get().request(method, yarl.URL(url, encoded=True), headers=headers, data=body,
+                                           timeout=timeout,
                                            allow_redirects=False) as resp:
                 raw = await _read_capped(resp, max_bytes)
                 headers = {k.lower(): v for k, v in resp.headers.items()}

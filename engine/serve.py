@@ -17,23 +17,40 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from .outbound import Outbound
 from .server import App
 
 log = logging.getLogger("hookline")
 
 
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,
-          ready=None) -> int:
+          ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000) -> int:
     sockets = bind_sockets(port, host, reuse_port=False)
     if ready:
         ready(sockets)
+    options = {"shutdown_timeout": shutdown_timeout, "store_url": store_url, "max_backlog": max_backlog}
     if workers <= 1:
-        return asyncio.run(_worker(pipelines, sockets, shutdown_timeout))
-    return _supervise(pipelines, sockets, workers, shutdown_timeout)
+        return asyncio.run(_worker(pipelines, sockets, **options))
+    return _supervise(pipelines, sockets, workers, options)
 
 
-async def _worker(pipelines, sockets, shutdown_timeout) -> int:
-    app = App(pipelines)
+async def _open_delivery(pipelines, store_url, max_backlog, outbound):
+    """The store and the background deliverer, when any pipeline needs them."""
+    if not any(p.durable for p in pipelines):
+        return None, None, None
+    from .delivery import Deliverer
+    from .queue import open_store
+    store = open_store(store_url)
+    await store.open()
+    deliverer = Deliverer(store, pipelines, outbound, max_backlog=max_backlog)
+    task = asyncio.get_running_loop().create_task(deliverer.run())
+    return store, deliverer, task
+
+
+async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog) -> int:
+    outbound = Outbound()
+    store, deliverer, delivering = await _open_delivery(pipelines, store_url, max_backlog, outbound)
+    app = App(pipelines, outbound, store, deliverer)
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
                         max_header_size=64 * 1024)
     server.add_sockets(sockets)
@@ -48,12 +65,16 @@ async def _worker(pipelines, sockets, shutdown_timeout) -> int:
         await asyncio.sleep(0.02)
     if app.inflight:
         log.warning("shutdown: %d requests still running after %.0f s", app.inflight, shutdown_timeout)
+    if deliverer is not None:
+        await deliverer.stop(shutdown_timeout)
+        await delivering
+        await store.close()
     await asyncio.wait_for(server.close_all_connections(), timeout=5)
     await app.outbound.close()
     return 0
 
 
-def _supervise(pipelines, sockets, workers, shutdown_timeout) -> int:
+def _supervise(pipelines, sockets, workers, options) -> int:
     children: dict[int, int] = {}
     stopping = False
 
@@ -62,12 +83,14 @@ def _supervise(pipelines, sockets, workers, shutdown_timeout) -> int:
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os._exit(asyncio.run(_worker(pipelines, sockets, shutdown_timeout)))
+            os._exit(asyncio.run(_worker(pipelines, sockets, **options)))
         children[pid] = slot
 
     def stop(signum, frame):
         nonlocal stopping
         stopping = True
+        for sock in sockets:
+            sock.close()   # new connections are refused at once, not queued for no one
         for pid in children:
             _kill(pid, signal.SIGTERM)
 

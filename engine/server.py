@@ -21,7 +21,7 @@ import orjson
 from tornado import httputil
 
 from dsl.graph import NO_BODY
-from dsl.runtime import Context, StepFailed, arun_steps, run_steps
+from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
 from .outbound import Outbound
 from .problems import CONTENT_TYPE, problem
@@ -36,12 +36,13 @@ _JSON = "application/json"
 class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
-    def __init__(self, pipelines, outbound=None):
+    def __init__(self, pipelines, outbound=None, store=None, deliverer=None):
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(p.path, {}).update({m: p for m in p.methods})
         self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
         self.outbound = outbound or Outbound()
+        self.store, self.deliverer = store, deliverer
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
@@ -96,7 +97,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def _check_length(self, headers):
         length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.pipeline.max_body_bytes:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > self.pipeline.max_body_bytes:
             self._too_large()
             if int(length) <= MAX_DISCARD:
                 self.conn.set_max_body_size(MAX_DISCARD)
@@ -133,6 +134,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
             ctx = self._context()
             if ctx is None:
                 return False
+            if self.pipeline.durable:
+                task = asyncio.get_running_loop().create_task(self._run_durable(ctx))
+                self.app.tasks.add(task)
+                task.add_done_callback(self._done)
+                return True
             if self.pipeline.is_async:
                 task = asyncio.get_running_loop().create_task(self._run_async(ctx))
                 self.app.tasks.add(task)
@@ -153,6 +159,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
             ctx.http = self.app.outbound
             await arun_steps(self.pipeline.steps, ctx)
             self._respond(ctx)
+        except Exception as exc:
+            self._fail(exc)
+
+    async def _run_durable(self, ctx):
+        try:
+            from .durable import handle_durable
+            await handle_durable(self, ctx)
         except Exception as exc:
             self._fail(exc)
 
@@ -196,15 +209,17 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return False
 
     def _respond(self, ctx):
+        self.send(*self.response(ctx))
+
+    def response(self, ctx, default=None):
+        """The chosen response as ``(status, body, content type, headers)``."""
         respond = ctx.response or self.pipeline.respond
         if respond is None:
-            self.send(204, b"", None)
-            return
+            return default or (204, b"", None, [])
         status, headers, value = respond.render(ctx)
         if value is NO_BODY:
-            self.send(status, b"", None, headers)
-        else:
-            self.send(status, _dumps(value), _JSON, headers)
+            return status, b"", None, headers
+        return status, dumps_json(value), _JSON, headers
 
     def _fail(self, exc):
         if isinstance(exc, StepFailed):
@@ -239,19 +254,6 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def on_connection_close(self):
         self.conn = None
-
-
-def _dumps(value) -> bytes:
-    """orjson, or the standard library where orjson refuses (over 255 levels, ints over 64 bits)."""
-    try:
-        return orjson.dumps(value)
-    except (orjson.JSONEncodeError, TypeError):
-        pass
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    except (RecursionError, ValueError, TypeError):
-        raise StepFailed(422, "Response not serialisable",
-                         "the response body nests too deeply to be written as JSON") from None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

@@ -14,6 +14,11 @@ text. A destination that cannot be reached, times out or answers 5xx ends the
 request with 502/504, unless ``on_error: continue``: then the output has
 ``status`` 0 (or the 5xx), ``body`` null and ``error`` saying what happened,
 for a later ``route`` to act on. 4xx answers are outputs, to route on.
+
+In an async branch (a persisted job) every call carries
+``Idempotency-Key: <job id>.<step id>``; unreachable, timeout, 429 and 5xx
+are retried with backoff (honouring ``Retry-After``) and any other 4xx
+dead-letters the job — unless ``on_error: continue``.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..runtime import CallError, StepFailed, evaluate
+from ..runtime import CallError, DeliveryFailed, StepFailed, dumps_json, evaluate
 from ..spec import METHODS, doc, expression, strict
 
 KEY = "call"
@@ -75,10 +80,11 @@ class Call:
             status, rheaders, raw = await ctx.http.request(
                 self.method, url, headers, body, self.timeout_s, self.max_bytes)
         except CallError as exc:
-            ctx.steps[self.id] = self._failed(exc.kind, 0, exc.detail)
+            ctx.steps[self.id] = self._failed(ctx, exc.kind, 0, exc.detail)
             return
-        if status >= 500:
-            ctx.steps[self.id] = self._failed("status", status, f"destination answered {status}")
+        if status >= 500 or (ctx.job and status >= 400):
+            ctx.steps[self.id] = self._failed(ctx, "status", status, f"destination answered {status}",
+                                              rheaders.get("retry-after"))
             return
         ctx.steps[self.id] = {"status": status, "headers": rheaders, "body": _parse(rheaders, raw)}
 
@@ -90,18 +96,37 @@ class Call:
             from urllib.parse import urlencode
             url += ("&" if "?" in url else "?") + urlencode(query)
         headers = {name: _one_line(t.render(data)) for name, t in self.headers}
+        if ctx.job:
+            headers.setdefault("Idempotency-Key", f"{ctx.job}.{self.id}")
         body = None
         if self.body is not None:
-            body = orjson.dumps(evaluate(self.body, ctx, self.where))
+            body = dumps_json(evaluate(self.body, ctx, self.where))
             headers.setdefault("Content-Type", "application/json")
         return url, headers, body
 
-    def _failed(self, kind, status, detail):
+    def _failed(self, ctx, kind, status, detail, retry_after=None):
+        if ctx.job and self.fail:
+            retryable = kind in ("timeout", "unreachable") or status == 429 or status >= 500
+            raise DeliveryFailed(retryable, f"{self.where}: {detail}", _seconds(retry_after))
         if self.fail:
             code = 504 if kind == "timeout" else 502
             title = "Destination timed out" if kind == "timeout" else "Destination failed"
             raise StepFailed(code, title, f"{self.where}: {detail}")
         return {"status": status, "headers": {}, "body": None, "error": kind}
+
+
+def _seconds(value) -> float | None:
+    """A Retry-After value in seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    from email.utils import parsedate_to_datetime
+    import time
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _pairs(name, value):
