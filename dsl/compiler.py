@@ -47,14 +47,11 @@ class CompileContext:
             value = value[key]
         return value
 
-    def error(self, path, code, message, *, key=False, offset=0, severity="error"):
+    def error(self, path, code, message, *, key=False, offset=None, severity="error"):
         self.diagnostics.append(self.doc.diag(path, code, message, key=key, offset=offset, severity=severity))
 
     def where(self, path, step_id) -> str:
         return f"step '{step_id}'"
-
-    def _col_offset(self, path) -> int:
-        return 1 if path in self.doc.quoted else 0
 
     def expr(self, path, *, text=None, offset=0):
         """Compile the expression at ``path`` (or ``text`` found at ``offset`` in it)."""
@@ -62,13 +59,13 @@ class CompileContext:
         try:
             compiled = compile_expression(text)
         except ExpressionError as exc:
-            self.error(path, exc.code, exc.message, offset=self._col_offset(path) + offset + exc.offset)
+            self.error(path, exc.code, exc.message, offset=offset + exc.offset)
             return None
         for step_id, at in compiled.step_refs():
-            self._check_ref(path, step_id, self._col_offset(path) + offset + at)
+            self._check_ref(path, step_id, offset + at)
         for word, at in bare_literals(text):
             self.error(path, "bare-literal", f"'{word}' here is a field name; for the literal write `{word}`",
-                       offset=self._col_offset(path) + offset + at, severity="warning")
+                       offset=offset + at, severity="warning")
         return compiled
 
     def _check_ref(self, path, step_id, offset):
@@ -84,14 +81,14 @@ class CompileContext:
     def template(self, path, *, url: bool):
         """Compile a template string: substitute ${env:}/${file:}, compile {expressions}."""
         self.templated.add(path)
-        parts, raw = [], self.get(path)
-        for part in parse(raw):
-            parts.append(self._template_part(path, part))
+        raw_parts = parse(self.get(path))
+        parts = [self._template_part(path, part) for part in raw_parts]
         if any(p is None for p in parts):
             return None
         template = Template(tuple(_join_literals(parts)), url)
         if url:
-            self._check_url(path, template)
+            exprs = [p.offset - 1 for p in raw_parts if p.kind == "expr"]
+            self._check_url(path, template, exprs[0] if exprs else 0)
         return template
 
     def _template_part(self, path, part):
@@ -101,12 +98,12 @@ class CompileContext:
             return self.expr(path, text=part.text.strip(), offset=part.offset + _lead(part.text))
         if part.kind == "error":
             self.error(path, "bad-template", "unbalanced brace; write {{ or }} for a literal brace",
-                       offset=self._col_offset(path) + part.offset)
+                       offset=part.offset)
             return None
         return self._substitute(path, part)
 
     def _substitute(self, path, part):
-        at = self._col_offset(path) + part.offset
+        at = part.offset
         if part.kind == "env":
             value = self.env.get(part.text)
             if value is None:
@@ -122,15 +119,16 @@ class CompileContext:
             self.error(path, "missing-file", f"cannot read {part.text}: {exc.strerror or 'not text'}", offset=at)
             return None
 
-    def _check_url(self, path, template):
+    def _check_url(self, path, template, expr_at):
+        """Scheme, host and port must be literal: request data may only fill
+        the path and query, where it is percent-encoded."""
         first = template.parts[0] if template.parts and isinstance(template.parts[0], str) else ""
-        m = re.match(r"^(https?)://[^/?#{}]+[/?#]", first) or re.match(r"^https?://[^/?#]+$", first)
-        if m is None or (not template.is_static and not re.match(r"^https?://[^/?#]+[/?#]", first)):
-            if re.match(r"^https?://", first):
-                msg = "the host and port must be fixed: put a '/' after them before any {expression}"
-                self.error(path, "url-authority-from-request", msg)
-            else:
-                self.error(path, "bad-url", "the URL must start with http:// or https:// and a host")
+        m = re.match(r"^https?://([^/?#]*)", first)
+        if m is None or (template.is_static and not m.group(1)):
+            self.error(path, "bad-url", "the URL must start with http:// or https:// and a host")
+        elif not template.is_static and not re.match(r"^https?://[^/?#]+[/?#]", first):
+            msg = "the host and port must be fixed: put a '/' after them before any {expression}"
+            self.error(path, "url-authority-from-request", msg, offset=expr_at)
 
     def respond(self, path):
         spec = self.get(path)
@@ -139,9 +137,12 @@ class CompileContext:
         return Respond(spec.get("status", 200), headers, body, "respond")
 
     def steps(self, path):
+        """Compile a list of steps; a step with errors is left out (its diagnostics stay)."""
         out = []
         for i, spec in enumerate(self.get(path)):
-            out.append(self._step(path + (i,), spec))
+            step = self._step(path + (i,), spec)
+            if step is not None:
+                out.append(step)
             self.available.add(spec["id"])
             self.available.update(_collect_ids(spec, path))
         return tuple(out)
@@ -200,11 +201,11 @@ def compile_text(text: str, file: str, env=None, base_dir=None, require_env=True
         return None, problems + [doc.diag((), "wrong-type", "a pipeline file must be a mapping of keys")]
     problems += check_shape(doc)
     if problems:
-        return None, problems
+        return None, sorted(set(problems))
     cc = CompileContext(doc, Path(base_dir or Path(file).parent), os.environ if env is None else env,
                         require_env)
     pipeline = _compile(cc)
-    problems = cc.diagnostics
+    problems = sorted(set(cc.diagnostics))
     failed = any(d.severity == "error" for d in problems)
     return (None if failed else pipeline), problems
 
@@ -245,10 +246,14 @@ def _branch(cc, index, spec):
 
 
 def _path_params(cc, path) -> tuple:
-    names = _PARAM.findall(path)
-    for name in names:
-        if not _IDENT.match(name) or names.count(name) > 1:
-            cc.error(("receive", "path"), "bad-path", f"path parameter {{{name}}} must be a unique identifier")
+    names, seen = [], set()
+    for m in _PARAM.finditer(path):
+        name = m.group(1)
+        if not _IDENT.match(name) or name in seen:
+            cc.error(("receive", "path"), "bad-path", f"path parameter {{{name}}} must be a unique identifier",
+                     offset=m.start())
+        seen.add(name)
+        names.append(name)
     return tuple(names)
 
 
@@ -277,7 +282,8 @@ def _stray_substitutions(cc, node, path):
     elif isinstance(node, list):
         for i, v in enumerate(node):
             _stray_substitutions(cc, v, path + (i,))
-    elif isinstance(node, str) and path not in cc.templated and path[:1] != ("validate",) \
-            and re.search(r"\$\{(env|file):", node):
-        cc.error(path, "substitution-not-allowed",
-                 "${env:…} and ${file:…} are substituted only in call url and headers")
+    elif isinstance(node, str) and path not in cc.templated and path[:1] != ("validate",):
+        m = re.search(r"\$\{(env|file):", node)
+        if m:
+            cc.error(path, "substitution-not-allowed",
+                     "${env:…} and ${file:…} are substituted only in call url and headers", offset=m.start())

@@ -36,7 +36,8 @@ class Document:
     data: object
     values: MappingProxyType = field(repr=False)
     keys: MappingProxyType = field(repr=False)
-    quoted: frozenset = field(repr=False)
+    spans: MappingProxyType = field(repr=False)   # scalar path -> (start index, end index, style)
+    text: str = field(repr=False, default="")
 
     def pos(self, path) -> tuple[int, int]:
         """Line and column of the value at ``path``, or of its nearest parent."""
@@ -50,14 +51,100 @@ class Document:
         path = tuple(path)
         return self.keys.get(path) or self.pos(path)
 
-    def diag(self, path, code: str, message: str, *, key=False, offset=0, severity="error") -> Diagnostic:
-        line, col = self.key_pos(path) if key else self.pos(path)
-        return Diagnostic(self.file, line, col + offset, code, message, severity)
+    def diag(self, path, code: str, message: str, *, key=False, offset=None, severity="error") -> Diagnostic:
+        """A diagnostic at the key, the value, or ``offset`` characters into a string value."""
+        if offset is not None and not key:
+            line, col = self.locate(tuple(path), offset)
+        else:
+            line, col = self.key_pos(path) if key else self.pos(path)
+        return Diagnostic(self.file, line, col, code, message, severity)
+
+    def locate(self, path, offset: int) -> tuple[int, int]:
+        """Line and column in the file of character ``offset`` of the string at
+        ``path`` (the decoded value), through quotes, escapes and folded lines."""
+        span, value = self.spans.get(path), self._value(path)
+        if span is None or not isinstance(value, str):
+            line, col = self.pos(path)
+            return line, col + offset
+        start, end, style = span
+        raw = self.text[start:end]
+        where = _char_indices(raw, style)
+        if len(where) == len(value):
+            index = where[offset] if offset < len(where) else (where[-1] + 1 if where else 0)
+        else:   # a construct the scanner does not model: match characters instead
+            first = raw.find("\n") + 1 if style in ("|", ">") else (1 if style in ("'", '"') else 0)
+            index = _align(value, raw, first, offset)
+        return self._line_col(start + index)
+
+    def _value(self, path):
+        value = self.data
+        try:
+            for key in path:
+                value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+        return value
+
+    def _line_col(self, index: int) -> tuple[int, int]:
+        line_start = self.text.rfind("\n", 0, index) + 1
+        return self.text.count("\n", 0, index) + 1, index - line_start + 1
+
+
+_ESCAPE_WIDTH = {"x": 4, "u": 6, "U": 10}
+
+
+def _char_indices(raw: str, style: str) -> list[int]:
+    """For each character of a scalar's value, its index in the raw source:
+    quotes, escapes, line continuations, folding and block indentation."""
+    out, i, n = [], 0, len(raw)
+    if style in ("'", '"'):
+        i, n = 1, len(raw) - 1
+    elif style in ("|", ">"):
+        i = raw.find("\n") + 1
+        indent = len(raw[i:]) - len(raw[i:].lstrip(" "))
+        i += indent
+    while i < n:
+        c = raw[i]
+        if style == '"' and c == "\\":
+            if raw[i + 1:i + 2] == "\n":
+                i = _skip_blanks(raw, i + 2, n)
+                continue
+            out.append(i)
+            i += _ESCAPE_WIDTH.get(raw[i + 1:i + 2], 2)
+        elif style == "'" and raw.startswith("''", i):
+            out.append(i)
+            i += 2
+        elif c == "\n":
+            out.append(i)
+            i = i + 1 + indent if style in ("|", ">") else _skip_blanks(raw, i + 1, n)
+        else:
+            out.append(i)
+            i += 1
+    return out
+
+
+def _skip_blanks(raw: str, i: int, n: int) -> int:
+    while i < n and raw[i] in " \t":
+        i += 1
+    return i
+
+
+def _align(decoded: str, raw: str, j: int, target: int) -> int:
+    """Index in ``raw`` of ``decoded[target]``: walk both, letting raw skip
+    what decoding removed (quotes, escapes, line breaks and indentation)."""
+    for ch in decoded[:target]:
+        k = raw.find(ch, j, j + 24)
+        j = k + 1 if k != -1 else j + 1
+    if target < len(decoded):
+        k = raw.find(decoded[target], j, j + 24)
+        if k != -1:
+            return k
+    return min(j, max(len(raw) - 1, 0))
 
 
 class _Builder:
     def __init__(self, file: str):
-        self.file, self.values, self.keys, self.quoted = file, {}, {}, set()
+        self.file, self.values, self.keys, self.spans = file, {}, {}, {}
         self.diagnostics: list[Diagnostic] = []
         self.count = 0
 
@@ -71,10 +158,16 @@ class _Builder:
             raise _TooBig(node)
         self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
+            self._tag(node, "map")
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
+            self._tag(node, "seq")
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         return self._scalar(node, path)
+
+    def _tag(self, node, kind):
+        if node.tag != _TAG + kind:
+            self.diag(node, "bad-yaml", f"unsupported YAML tag {node.tag}")
 
     def _mapping(self, node, path, depth):
         out = {}
@@ -92,12 +185,15 @@ class _Builder:
         return out
 
     def _scalar(self, node, path):
-        if node.style in ("'", '"'):
-            self.quoted.add(path)
+        self.spans[path] = (node.start_mark.index, node.end_mark.index, node.style or "")
         if node.tag in _SCALAR_TAGS:
-            return _constructor.construct_object(node)
-        if node.tag.startswith(_TAG):
-            return node.value  # timestamps, binary: keep the text the author wrote
+            try:
+                return _constructor.construct_object(node)
+            except (ValueError, KeyError, IndexError, TypeError, yaml.YAMLError):
+                self.diag(node, "bad-yaml", f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
+                return None
+        if node.tag in (_TAG + "timestamp", _TAG + "binary"):
+            return node.value  # keep the text the author wrote
         self.diag(node, "bad-yaml", f"unsupported YAML tag {node.tag}")
         return None
 
@@ -116,6 +212,11 @@ def load_yaml(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         return None, [Diagnostic(file, line, col, "bad-yaml", problem)]
+    except yaml.reader.ReaderError as exc:
+        line, col = _index_line_col(text, exc.position)
+        col = min(col, len(text.splitlines()[line - 1]) + 1 if text.splitlines()[line - 1:] else 1)
+        return None, [Diagnostic(file, line, col, "bad-yaml",
+                                 f"character {exc.character!r} is not allowed in YAML")]
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         return None, [Diagnostic(file, 1, 1, "bad-yaml", _first_line(exc))]
     if root is None:
@@ -128,8 +229,13 @@ def load_yaml(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]:
         builder.diag(node, "too-large", f"document nests deeper than {MAX_DEPTH} or has over {MAX_NODES} nodes")
         return None, builder.diagnostics
     doc = Document(file, data, MappingProxyType(builder.values), MappingProxyType(builder.keys),
-                   frozenset(builder.quoted))
+                   MappingProxyType(builder.spans), text)
     return doc, builder.diagnostics
+
+
+def _index_line_col(text: str, index: int) -> tuple[int, int]:
+    index = max(0, min(index, len(text)))
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
 def _first_line(exc) -> str:

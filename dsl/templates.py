@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import orjson
+from .runtime import StepFailed, dumps_json
 
 _TOKEN = re.compile(r"\$\{(env|file):([^}]*)\}|\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
@@ -71,14 +71,18 @@ def to_text(value) -> str:
         return value
     if value is None:
         return ""
-    return orjson.dumps(value).decode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return dumps_json(value).decode()
 
 
 def _segment(text: str) -> str:
-    """Percent-encode a value for a URL; ``.`` and ``..`` too, which URL
-    libraries would otherwise resolve as dot segments."""
+    """Percent-encode a value for a URL. ``.`` and ``..`` are refused: URL
+    parsers resolve them as dot segments (``%2E`` spelling included), which
+    would let the request climb the destination's path."""
     if text in (".", ".."):
-        return text.replace(".", "%2E")
+        raise StepFailed(422, "Invalid value in URL",
+                         f"a value from the request cannot be {text!r} where it fills a URL")
     return quote(text, safe="")
 
 
