@@ -64,10 +64,13 @@ class Check:
 
     def errors(self, value) -> list[dict]:
         """``[]`` when valid, else ``[{pointer, message}]`` into the request."""
-        if self.validator.is_valid(value):
-            return []
-        return [{"pointer": _pointer(self.part, e.instance_path), "message": e.message}
-                for e in self.validator.iter_errors(value)]
+        try:
+            if self.validator.is_valid(value):
+                return []
+            return [{"pointer": _pointer(self.part, e.instance_path), "message": e.message}
+                    for e in self.validator.iter_errors(value)]
+        except ValueError:   # jsonschema-rs: "Recursion limit reached" on very deep values
+            return [{"pointer": "/" + self.part, "message": "the value nests too deeply to be validated"}]
 
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
