@@ -24,6 +24,7 @@ from .shape import check_shape
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
 from .templates import Template, parse
+from .verify import VerifyConfigError, make_verifier
 
 CHECK_ORDER = ("params", "query", "headers", "body")
 _PARAM = re.compile(r"\{([^{}]*)\}")
@@ -217,6 +218,7 @@ def _compile(cc):
     params = _path_params(cc, receive["path"])
     checks = tuple(_check(cc, part) for part in CHECK_ORDER if part in data.get("validate", {}))
     dedupe = _dedupe(cc, receive) if "dedupe" in receive else None
+    verifier = _verifier(cc, receive["verify"]) if "verify" in receive else None
     steps = cc.steps(("steps",)) if "steps" in data else ()
     respond = cc.respond(("respond",)) if "respond" in data else None
     branches = tuple(_branch(cc, i, b) for i, b in enumerate(data.get("async", [])))
@@ -226,7 +228,35 @@ def _compile(cc):
         path=receive["path"], methods=frozenset(receive.get("methods", ["POST"])),
         max_body_bytes=receive.get("max_body_bytes", DEFAULT_MAX_BODY), checks=checks,
         steps=steps, respond=respond, is_async=any(s is not None and s.is_async for s in steps),
-        param_names=params, branches=branches, dedupe=dedupe)
+        param_names=params, branches=branches, dedupe=dedupe, verifier=verifier)
+
+
+def _verifier(cc, spec):
+    """Build the signature verifier; secrets come only from ${env:…}/${file:…}."""
+    base = ("receive", "verify")
+    secrets, missing = [], False
+    for i, raw in enumerate(spec.get("secrets", [])):
+        path = base + ("secrets", i)
+        if not any(p.kind in ("env", "file") for p in parse(raw)):
+            cc.error(path, "literal-secret", "a secret written in the file leaks with it; use ${env:NAME} "
+                     "or ${file:PATH}", severity="warning")
+        missing |= any(p.kind == "env" and p.text not in cc.env for p in parse(raw))
+        template = cc.template(path, url=False)
+        secrets.append(template.render({}) if template is not None and template.is_static else "")
+    options = {k: v for k, v in spec.items() if k not in ("preset", "secrets")}
+    try:
+        return make_verifier(spec["preset"], secrets, **options)
+    except VerifyConfigError as exc:
+        for option, message in exc.problems:
+            if missing and option.startswith("secrets"):
+                continue   # lint without the environment: the placeholder is not a real secret
+            cc.error(base + _option_path(option), "bad-verify", f"verify.{option}: {message}")
+        return None
+
+
+def _option_path(option: str) -> tuple:
+    name, _, index = option.partition("[")
+    return (name, int(index.rstrip("]"))) if index else (name,)
 
 
 def _dedupe(cc, receive):

@@ -151,6 +151,7 @@ class Pipeline:
     param_names: tuple = ()
     branches: tuple = ()    # (AsyncBranch, ...)
     dedupe: Dedupe | None = None
+    verifier: object = None  # dsl.verify.Verifier, checked over the raw body first
 
     @property
     def durable(self) -> bool:

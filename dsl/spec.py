@@ -50,6 +50,32 @@ RESPOND = doc(strict({
 }), "The HTTP response. Without `body` the response has no body.",
     defaultSnippets=[{"label": "respond", "body": {"status": 200, "body": "${1:steps.order}"}}])
 
+_VERIFY_TEXT = {
+    "preset": "Which provider's signature rules to apply.",
+    "secrets": "Signing secrets, one or more (during rotation); only `${env:NAME}` or `${file:PATH}`.",
+    "algorithm": "hmac: the HMAC hash.",
+    "encoding": "hmac: how the signature is written.",
+    "separator": "hmac: text between the signed parts.",
+}
+
+
+def verify_schema() -> dict:
+    """The `receive.verify` block, from dsl/verify.py's own spec, with descriptions."""
+    from .verify import schema
+    out = schema()
+    out["additionalProperties"] = False
+    for name, sub in out["properties"].items():
+        text = sub.get("description") or _VERIFY_TEXT.get(name, name)
+        out["properties"][name] = doc(sub, text)
+    for rule in out.get("allOf", []):
+        for name, sub in rule.get("if", {}).get("properties", {}).items():
+            rule["if"]["properties"][name] = doc(sub, "The options allowed for this preset.")
+    return doc(out, "Check the provider's signature over the raw body before anything else; 401 when it fails.",
+               defaultSnippets=[{"label": "verify", "body": {"preset": "${1|github,stripe,shopify,slack,"
+                                                          "standard-webhooks,twilio,hmac|}",
+                                                          "secrets": ["\\${env:${2:WEBHOOK_SECRET}}"]}}])
+
+
 RECEIVE = doc(strict({
     "path": doc({"type": "string", "pattern": r"^/[^\s?#]*$"},
                 "URL path of the endpoint; `{name}` is a path parameter, seen as `request.params.name`.",
@@ -59,6 +85,7 @@ RECEIVE = doc(strict({
                    "HTTP methods the endpoint accepts (default `[POST]`); others get 405."),
     "max_body_bytes": doc({"type": "integer", "minimum": 1, "default": DEFAULT_MAX_BODY},
                           "Largest accepted request body in bytes (default 1 MiB); larger gets 413."),
+    "verify": {"$ref": "#/definitions/verify"},
     "dedupe": doc(strict({
         "key": expression("The delivery id, e.g. `request.headers.\"webhook-id\"`; null means no dedupe."),
         "ttl_s": doc({"type": "integer", "minimum": 1, "default": DEFAULT_DEDUPE_TTL},
@@ -135,6 +162,7 @@ def pipeline_schema() -> dict:
                             "Steps run in order; each step's output is `steps.<id>`."),
                "step": step_schema(KINDS),
                "respond": RESPOND,
+               "verify": verify_schema(),
            },
            "defaultSnippets": [{"label": "pipeline", "body": {
                "pipeline": "${1:name}", "receive": {"path": "/hooks/${2:name}"},

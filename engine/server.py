@@ -21,6 +21,7 @@ import orjson
 from tornado import httputil
 
 from dsl.graph import NO_BODY
+from dsl.verify import VerifyError
 from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
 from .outbound import Outbound
@@ -169,7 +170,23 @@ class _Exchange(httputil.HTTPMessageDelegate):
         except Exception as exc:
             self._fail(exc)
 
+    def _verified(self, headers) -> bool:
+        """Check the signature over the raw body; answer 401 when it fails."""
+        verifier = self.pipeline.verifier
+        raw = b"".join(self.chunks)
+        try:
+            verifier.check(self.start.method, self.start.path, headers, raw, time.time())
+        except VerifyError as exc:
+            log.warning("pipeline %s: signature refused: %s", self.pipeline.name, exc.reason)
+            self.send(*problem(401, "bad-signature", "Signature check failed", exc.detail, reason=exc.reason),
+                      CONTENT_TYPE)
+            return False
+        return True
+
     def _context(self):
+        headers = _headers(self.headers)
+        if self.pipeline.verifier is not None and not self._verified(headers):
+            return None
         body = self._body()
         if body is NO_BODY:
             return None
@@ -178,7 +195,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         request = {
             "method": self.start.method, "path": path, "params": self.params,
             "query": _query(query) if query else {},
-            "headers": _headers(self.headers),
+            "headers": headers,
             "body": body,
         }
         if self.pipeline.checks and not self._validate(request):

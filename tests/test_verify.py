@@ -1,4 +1,4 @@
-"""engine/verify.py: webhook signatures checked over the raw bytes.
+"""dsl/verify.py: webhook signatures checked over the raw bytes.
 
 Requests are signed by the providers' own libraries where PyPI has one
 (stripe, slack_sdk, standardwebhooks, svix, twilio) and checked against the
@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from engine import verify
-from engine.verify import REASONS, VerifyConfigError, VerifyError, make_verifier
+from dsl import verify
+from dsl.verify import REASONS, VerifyConfigError, VerifyError, make_verifier
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 PUSH = (CORPUS / "github" / "push.json").read_bytes()
