@@ -27,6 +27,8 @@ from .templates import Template, parse
 from .verify import VerifyConfigError, make_verifier
 
 CHECK_ORDER = ("params", "query", "headers", "body")
+_MEDIA = {"json": "application/json", "xml": "application/xml", "text": "text/plain", "csv": "text/csv"}
+_PARSEABLE = ("json", "xml", "x-www-form-urlencoded", "plain")
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -135,7 +137,8 @@ class CompileContext:
         spec = self.get(path)
         headers = tuple((name, self.expr(path + ("headers", name))) for name in spec.get("headers", {}))
         body = self.expr(path + ("body",)) if "body" in spec else None
-        return Respond(spec.get("status", 200), headers, body, "respond")
+        offered = tuple(_MEDIA[f] for f in spec.get("formats", ())) or Respond.__dataclass_fields__["offered"].default
+        return Respond(spec.get("status", 200), headers, body, "respond", offered, spec.get("content_type"))
 
     def steps(self, path):
         """Compile a list of steps; a step with errors is left out (its diagnostics stay)."""
@@ -228,7 +231,14 @@ def _compile(cc):
         path=receive["path"], methods=frozenset(receive.get("methods", ["POST"])),
         max_body_bytes=receive.get("max_body_bytes", DEFAULT_MAX_BODY), checks=checks,
         steps=steps, respond=respond, is_async=any(s is not None and s.is_async for s in steps),
-        param_names=params, branches=branches, dedupe=dedupe, verifier=verifier)
+        param_names=params, branches=branches, dedupe=dedupe, verifier=verifier,
+        content_types=frozenset(t.lower() for t in receive.get("content_types", ())),
+        accept_raw=any(not _parseable(t) for t in receive.get("content_types", ())))
+
+
+def _parseable(media: str) -> bool:
+    sub = media.lower().partition("/")[2]
+    return media.lower() != "*/*" and (sub in _PARSEABLE or sub.endswith(("+json", "+xml")))
 
 
 def _verifier(cc, spec):

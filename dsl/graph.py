@@ -20,6 +20,8 @@ class Respond:
     headers: tuple          # ((name, Expression), ...)
     body: object            # Expression or None
     where: str = ""
+    offered: tuple = ("application/json", "application/xml", "text/plain", "text/csv")
+    content_type: str | None = None
 
     def render(self, ctx):
         """Evaluate headers and body for this request: (status, headers, body value)."""
@@ -152,6 +154,8 @@ class Pipeline:
     branches: tuple = ()    # (AsyncBranch, ...)
     dedupe: Dedupe | None = None
     verifier: object = None  # dsl.verify.Verifier, checked over the raw body first
+    content_types: frozenset = frozenset()   # accepted media types; empty = every parseable type
+    accept_raw: bool = False
 
     @property
     def durable(self) -> bool:

@@ -46,7 +46,14 @@ RESPOND = doc(strict({
                   "HTTP status code of the response."),
     "headers": doc({"type": "object", "additionalProperties": expression("Header value.")},
                    "Response headers: name → expression; the value is sent as text."),
-    "body": expression("Response body, serialised as JSON."),
+    "body": expression("Response body: serialised as the client's `Accept` asks (JSON by default)."),
+    "formats": doc({"type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"type": "string", "enum": ["json", "xml", "text", "csv"]}},
+                   "Formats the body may be sent in, in order of preference (default json, xml, text, csv); "
+                   "no acceptable one → 406."),
+    "content_type": doc({"type": "string", "minLength": 3},
+                        "Force this Content-Type (no negotiation); the body is written as XML when it "
+                        "ends in xml, as text for text/*, else as JSON."),
 }), "The HTTP response. Without `body` the response has no body.",
     defaultSnippets=[{"label": "respond", "body": {"status": 200, "body": "${1:steps.order}"}}])
 
@@ -85,6 +92,11 @@ RECEIVE = doc(strict({
                    "HTTP methods the endpoint accepts (default `[POST]`); others get 405."),
     "max_body_bytes": doc({"type": "integer", "minimum": 1, "default": DEFAULT_MAX_BODY},
                           "Largest accepted request body in bytes (default 1 MiB); larger gets 413."),
+    "content_types": doc({"type": "array", "minItems": 1, "uniqueItems": True,
+                          "items": {"type": "string", "pattern": r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+$"}},
+                         "Media types the endpoint accepts (default: JSON, XML, forms and text/plain); others "
+                         "get 415. `*/*` (or any type Hookline cannot parse) opts in to raw bodies.",
+                         examples=[["application/json"], ["application/xml", "text/xml"]]),
     "verify": {"$ref": "#/definitions/verify"},
     "dedupe": doc(strict({
         "key": expression("The delivery id, e.g. `request.headers.\"webhook-id\"`; null means no dedupe."),

@@ -24,6 +24,8 @@ from dsl.graph import NO_BODY
 from dsl.verify import VerifyError
 from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
+from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
+from .formats import FORMATS, BodyError, NotAcceptable, negotiate, parse_body, serialise
 from .outbound import Outbound
 from .problems import CONTENT_TYPE, problem
 from .router import Router
@@ -73,12 +75,13 @@ class _Route:
 class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
-    __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early")
+    __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
+                 "decoder", "raw")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
-        self.pipeline = self.early = None
-        self.chunks, self.size = [], 0
+        self.pipeline = self.early = self.decoder = None
+        self.chunks, self.size, self.raw = [], 0, b""
 
     def headers_received(self, start_line, headers):
         self.start, self.headers = start_line, headers
@@ -90,6 +93,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         elif method in route.by_method:
             self.pipeline = route.by_method[method]
             self._check_length(headers)
+            if self.early is None:
+                self._check_encoding(headers)
         elif method == "OPTIONS":
             self.early = (204, b"", {"Allow": route.allow})
         else:
@@ -105,6 +110,25 @@ class _Exchange(httputil.HTTPMessageDelegate):
         else:
             self.conn.set_max_body_size(max(self.pipeline.max_body_bytes, MAX_DISCARD))
 
+    def _check_encoding(self, headers):
+        """415 for a Content-Type the pipeline does not take; a decoder for Content-Encoding."""
+        ctype = headers.get("Content-Type")
+        accepted = self.pipeline.content_types
+        if accepted and ctype is not None and "*/*" not in accepted:
+            media = ctype.partition(";")[0].strip().lower()
+            if media not in accepted:
+                listed = ", ".join(sorted(accepted))
+                self.early = problem(415, "unsupported-media-type", "Unsupported Media Type",
+                                     f"this endpoint accepts {listed}", accepted=sorted(accepted)) + (
+                                         {"Accept-Post": listed},)
+                return
+        coding = headers.get("Content-Encoding")
+        if coding is not None:
+            try:
+                self.decoder = Decoder(coding, self.pipeline.max_body_bytes)
+            except BodyError as exc:
+                self.early = exc.problem()
+
     def _too_large(self):
         limit = self.pipeline.max_body_bytes
         self.early = problem(413, "body-too-large", "Content Too Large",
@@ -117,6 +141,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.size += len(chunk)
         if self.size > self.pipeline.max_body_bytes:
             self._too_large()
+        elif self.decoder is not None:
+            try:
+                self.decoder.feed(chunk)      # the decoded size is capped too: no bomb in memory
+            except BodyError as exc:
+                self.early, self.decoder = exc.problem(), None
         else:
             self.chunks.append(chunk)
 
@@ -173,9 +202,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _verified(self, headers) -> bool:
         """Check the signature over the raw body; answer 401 when it fails."""
         verifier = self.pipeline.verifier
-        raw = b"".join(self.chunks)
         try:
-            verifier.check(self.start.method, self.start.path, headers, raw, time.time())
+            verifier.check(self.start.method, self.start.path, headers, self.raw, time.time())
         except VerifyError as exc:
             log.warning("pipeline %s: signature refused: %s", self.pipeline.name, exc.reason)
             self.send(*problem(401, "bad-signature", "Signature check failed", exc.detail, reason=exc.reason),
@@ -184,6 +212,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return True
 
     def _context(self):
+        if not self._read_raw():
+            return None
         headers = _headers(self.headers)
         if self.pipeline.verifier is not None and not self._verified(headers):
             return None
@@ -202,17 +232,34 @@ class _Exchange(httputil.HTTPMessageDelegate):
             return None
         return Context({"request": request, "steps": {}})
 
+    def _read_raw(self) -> bool:
+        """The whole (decoded) body into ``self.raw``; False when decoding failed."""
+        if self.decoder is not None:
+            try:
+                self.raw = self.decoder.finish()
+            except BodyError as exc:
+                self.send(*exc.problem(), CONTENT_TYPE, exc.headers)
+                return False
+        else:
+            chunks = self.chunks
+            self.raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return True
+
     def _body(self):
-        chunks = self.chunks
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        raw = self.raw
         if not raw:
             return None
+        ctype = self.headers.get("Content-Type")
         try:
-            return orjson.loads(raw)
+            if ctype is None or ctype == _JSON:
+                return orjson.loads(raw)
+            return parse_body(ctype, raw, self.pipeline.accept_raw)
         except orjson.JSONDecodeError as exc:
             self.send(*problem(400, "bad-json", "Malformed JSON",
                                f"the request body is not valid JSON: {str(exc)[:200]}"), CONTENT_TYPE)
-            return NO_BODY
+        except BodyError as exc:
+            self.send(*exc.problem(), CONTENT_TYPE, exc.headers)
+        return NO_BODY
 
     def _validate(self, request) -> bool:
         errors = []
@@ -236,7 +283,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
         status, headers, value = respond.render(ctx)
         if value is NO_BODY:
             return status, b"", None, headers
-        return status, dumps_json(value), _JSON, headers
+        if respond.content_type:
+            return status, _forced(value, respond.content_type), respond.content_type, headers
+        headers.append(("Vary", "Accept"))
+        accept = self.headers.get("Accept")
+        if accept is None and respond.offered[0] == _JSON:
+            return status, dumps_json(value), _JSON, headers
+        body, ctype = _negotiated(value, accept, respond.offered)
+        return status, body, ctype, headers
 
     def _fail(self, exc):
         if isinstance(exc, StepFailed):
@@ -254,7 +308,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def send(self, status, body: bytes, content_type, headers=()):
         if self.conn is None:
             return
+        if content_type == CONTENT_TYPE and "Accept" in self.headers:
+            body, content_type = _problem_as(body, self.headers["Accept"])
         out = httputil.HTTPHeaders()
+        if len(body) >= MIN_COMPRESS_BYTES:
+            body = self._compressed(body, out)
         if content_type:
             out["Content-Type"] = content_type
         if status != 204 and status != 304:
@@ -268,6 +326,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason), out, body)
         self.conn.finish()
         self.conn = None
+
+    def _compressed(self, body: bytes, out) -> bytes:
+        out.add("Vary", "Accept-Encoding")
+        coding = choose_encoding(self.headers.get("Accept-Encoding"))
+        if coding is None:
+            return body
+        out["Content-Encoding"] = coding
+        return compress(body, coding)
 
     def on_connection_close(self):
         self.conn = None
@@ -288,12 +354,48 @@ def _header_value(value: str) -> str:
     return value
 
 
+def _negotiated(value, accept, offered):
+    """Serialise ``value`` as the best acceptable offered format; 406 when none fits."""
+    offered = tuple(offered)
+    while offered:
+        media = negotiate(accept, offered)
+        if media is None:
+            break
+        try:
+            return serialise(value, FORMATS[media]) if media != _JSON else (dumps_json(value), _JSON)
+        except (NotAcceptable, TypeError):
+            offered = tuple(m for m in offered if m != media)
+    raise StepFailed(406, "Not Acceptable", "no acceptable format for this response; acceptable: "
+                     "application/json, application/xml, text/plain, text/csv (lists of flat objects)")
+
+
+def _forced(value, content_type: str) -> bytes:
+    media = content_type.partition(";")[0].strip().lower()
+    if media.endswith("xml"):
+        return serialise(value, "xml")[0]
+    if media.startswith("text/"):
+        return serialise(value, "text")[0]
+    return dumps_json(value)
+
+
+_PROBLEM_TYPES = ("application/problem+json", "application/json", "application/problem+xml", "application/xml")
+
+
+def _problem_as(body: bytes, accept: str):
+    """Problem documents follow negotiation too: problem+xml when only XML is acceptable."""
+    media = negotiate(accept, _PROBLEM_TYPES)
+    if media is None or "json" in media:
+        return body, CONTENT_TYPE
+    return serialise({"problem": orjson.loads(body)}, "xml")[0], "application/problem+xml"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _slug(status: int) -> str:
-    return {502: "bad-gateway", 504: "gateway-timeout", 422: "expression-failed"}.get(status, "error")
+    return {502: "bad-gateway", 504: "gateway-timeout", 422: "expression-failed",
+            406: "not-acceptable"}.get(status, "error")
 
 
 def _headers(headers) -> dict:
