@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import Diagnostic
 from .expressions import ExpressionError, bare_literals, compile_expression
-from .graph import AsyncBranch, Check, Dedupe, Pipeline, Respond, Retry
+from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .schemas import coercions, load_schema_and_source
 from .shape import check_shape
@@ -233,7 +233,15 @@ def _compile(cc):
         steps=steps, respond=respond, is_async=any(s is not None and s.is_async for s in steps),
         param_names=params, branches=branches, dedupe=dedupe, verifier=verifier,
         content_types=frozenset(t.lower() for t in receive.get("content_types", ())),
-        accept_raw=any(not _parseable(t) for t in receive.get("content_types", ())))
+        accept_raw=any(not _parseable(t) for t in receive.get("content_types", ())),
+        cors=_cors(receive) if "cors" in receive else None)
+
+
+def _cors(receive):
+    spec = receive["cors"]
+    methods = spec.get("methods") or receive.get("methods", ["POST"])
+    return Cors(frozenset(o.lower().rstrip("/") for o in spec["origins"]), ", ".join(methods),
+                ", ".join(spec.get("headers", ["Content-Type"])), str(spec.get("max_age_s", 600)))
 
 
 def _parseable(media: str) -> bool:

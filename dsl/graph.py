@@ -137,6 +137,24 @@ class Dedupe:
 
 
 @dataclass(frozen=True, slots=True)
+class Cors:
+    """Cross-origin access for browsers; headers prepared at load time."""
+
+    origins: frozenset      # lower-case origins, or {"*"}
+    methods: str            # "GET, POST"
+    headers: str            # "Content-Type"
+    max_age: str
+
+    def allow(self, origin: str | None) -> str | None:
+        """The Access-Control-Allow-Origin value for ``origin``, or None."""
+        if origin is None:
+            return None
+        if "*" in self.origins:
+            return "*"
+        return origin if origin.lower() in self.origins else None
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """One compiled pipeline: what the runtime serves at one path."""
 
@@ -156,6 +174,7 @@ class Pipeline:
     verifier: object = None  # dsl.verify.Verifier, checked over the raw body first
     content_types: frozenset = frozenset()   # accepted media types; empty = every parseable type
     accept_raw: bool = False
+    cors: Cors | None = None
 
     @property
     def durable(self) -> bool:

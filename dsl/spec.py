@@ -97,6 +97,16 @@ RECEIVE = doc(strict({
                          "Media types the endpoint accepts (default: JSON, XML, forms and text/plain); others "
                          "get 415. `*/*` (or any type Hookline cannot parse) opts in to raw bodies.",
                          examples=[["application/json"], ["application/xml", "text/xml"]]),
+    "cors": doc(strict({
+        "origins": doc({"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                       "Allowed origins, e.g. `https://shop.example`; `*` allows any."),
+        "methods": doc({"type": "array", "items": {"type": "string", "enum": list(METHODS)}},
+                       "Methods a browser may use (default: the pipeline's methods)."),
+        "headers": doc({"type": "array", "items": {"type": "string", "minLength": 1}},
+                       "Request headers a browser may send (default: Content-Type)."),
+        "max_age_s": doc({"type": "integer", "minimum": 0, "default": 600},
+                         "How long a browser may cache the preflight answer, in seconds (default 600)."),
+    }, required=["origins"]), "Let browsers on other origins call this endpoint (CORS, with preflight)."),
     "verify": {"$ref": "#/definitions/verify"},
     "dedupe": doc(strict({
         "key": expression("The delivery id, e.g. `request.headers.\"webhook-id\"`; null means no dedupe."),

@@ -96,7 +96,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if self.early is None:
                 self._check_encoding(headers)
         elif method == "OPTIONS":
-            self.early = (204, b"", {"Allow": route.allow})
+            self.early = (204, b"", {"Allow": route.allow, **_preflight(route, headers)})
         else:
             self.early = problem(405, "method-not-allowed", "Method Not Allowed",
                                  f"{method[:20]} is not allowed here; use {route.allow}") + ({"Allow": route.allow},)
@@ -308,6 +308,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def send(self, status, body: bytes, content_type, headers=()):
         if self.conn is None:
             return
+        cors = self.pipeline.cors if self.pipeline is not None else None
+        if cors is not None:
+            origin = cors.allow(self.headers.get("Origin"))
+            if origin is not None:
+                headers = [*headers, ("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         if content_type == CONTENT_TYPE and "Accept" in self.headers:
             body, content_type = _problem_as(body, self.headers["Accept"])
         out = httputil.HTTPHeaders()
@@ -352,6 +357,18 @@ def _header_value(value: str) -> str:
     except UnicodeEncodeError:
         value = value.encode("utf-8").decode("latin-1")
     return value
+
+
+def _preflight(route, headers) -> dict:
+    """CORS preflight headers when the requested method's pipeline allows the origin."""
+    pipeline = route.by_method.get(headers.get("Access-Control-Request-Method", ""))
+    cors = pipeline.cors if pipeline is not None else None
+    origin = cors.allow(headers.get("Origin")) if cors is not None else None
+    if origin is None:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": cors.methods,
+            "Access-Control-Allow-Headers": cors.headers, "Access-Control-Max-Age": cors.max_age,
+            "Vary": "Origin"}
 
 
 def _negotiated(value, accept, offered):
