@@ -28,6 +28,11 @@ def _parser():
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (default 1)")
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                        help="on SIGTERM, wait this long for running requests (default 10)")
+    serve.add_argument("--store", default="sqlite:hookline.db", metavar="URL",
+                       help="where async jobs and dedupe keys live: sqlite:PATH (default sqlite:hookline.db), "
+                            "redis://HOST:PORT/DB")
+    serve.add_argument("--max-backlog", type=int, default=100_000, metavar="N",
+                       help="answer 503 to new async requests while N jobs wait (default 100000)")
     serve.set_defaults(func=_serve)
     lint = sub.add_parser("lint", help="check pipeline files; print every problem")
     lint.add_argument("paths", nargs="+", metavar="PATH")
@@ -36,7 +41,74 @@ def _parser():
     lint.set_defaults(func=_lint)
     schema = sub.add_parser("schema", help="print the editor JSON Schema of the DSL")
     schema.set_defaults(func=_schema)
+    _ops_parsers(sub)
     return parser
+
+
+def _ops_parsers(sub):
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", default="sqlite:hookline.db", metavar="URL",
+                       help="the store of the server (default sqlite:hookline.db)")
+    deliveries = sub.add_parser("deliveries", help="list or show async deliveries and their jobs")
+    dsub = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = dsub.add_parser("list", parents=[store], help="list jobs (newest first)")
+    p.add_argument("--state", choices=["pending", "leased", "done", "dead"])
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_ops, op="list")
+    p = dsub.add_parser("show", parents=[store], help="show a job (by job id) or a delivery's jobs")
+    p.add_argument("id")
+    p.set_defaults(func=_ops, op="show")
+    dlq = sub.add_parser("dlq", help="the dead-letter store: list, show, replay, purge")
+    qsub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = qsub.add_parser("list", parents=[store], help="list dead jobs")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_ops, op="list", state="dead")
+    p = qsub.add_parser("show", parents=[store], help="show a dead job with its payload")
+    p.add_argument("id")
+    p.set_defaults(func=_ops, op="show")
+    p = qsub.add_parser("replay", parents=[store], help="deliver a dead job again (or --all)")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=_ops, op="replay")
+    p = qsub.add_parser("purge", parents=[store], help="delete every dead job")
+    p.set_defaults(func=_ops, op="purge")
+
+
+def _ops(args) -> int:
+    import asyncio
+    import json
+    from . import admin
+    from .queue import open_store
+
+    async def run():
+        store = open_store(args.store)
+        await store.open()
+        try:
+            if args.op == "list":
+                return await admin.list_jobs(store, args.state, args.limit)
+            if args.op == "show":
+                return await admin.show(store, args.id)
+            if args.op == "purge":
+                return await admin.purge(store)
+            if args.all:
+                return await admin.replay_all(store)
+            return await admin.replay(store, args.id)
+        finally:
+            await store.close()
+
+    if args.op == "replay" and not (args.all or args.id):
+        print("hookline dlq replay: give a job id or --all", file=sys.stderr)
+        return 2
+    found, value = asyncio.run(run())
+    if args.op == "list":
+        for job in value:
+            print(admin.line(job))
+        print(f"{len(value)} job(s)", file=sys.stderr)
+    else:
+        print(json.dumps(value, indent=2, ensure_ascii=False))
+    if not found:
+        print(f"hookline: {getattr(args, 'id', '')}: not found", file=sys.stderr)
+    return 0 if found else 1
 
 
 def _compile(paths, require_env=True):
@@ -77,7 +149,8 @@ def _serve(args) -> int:
         print(f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
               f"(workers={args.workers})", file=sys.stderr, flush=True)
 
-    return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready)
+    return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
+                 store_url=args.store, max_backlog=args.max_backlog)
 
 
 def _schema(args) -> int:

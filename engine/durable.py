@@ -1,0 +1,104 @@
+"""The request path of a durable pipeline (async branches or dedupe):
+answer a repeated delivery from its first response, refuse work under
+backpressure, run the sync steps, persist the branch jobs (and the response,
+for dedupe) in one commit, and only then answer.
+
+    202 {"id": "<delivery id>"} + Location: /_hookline/deliveries/<id>
+    when the pipeline has no respond of its own.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+
+from dsl.runtime import arun_steps, evaluate, run_steps, truthy
+from dsl.templates import to_text
+
+from .problems import CONTENT_TYPE, problem
+from .queue import Job, StoreUnavailable
+
+RETRY_AFTER_S = "5"
+_PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
+
+
+async def handle_durable(exchange, ctx) -> None:
+    app, pipeline = exchange.app, exchange.pipeline
+    key = _dedupe_key(pipeline, ctx)
+    if key is not None:
+        stored = await _stored(app, key)
+        if stored is not None:
+            exchange.send(*stored)
+            return
+    if pipeline.branches and app.deliverer is not None and app.deliverer.full:
+        exchange.send(*_unavailable("the delivery backlog is full; retry later"))
+        return
+    if pipeline.is_async:
+        ctx.http = app.outbound
+        await arun_steps(pipeline.steps, ctx)
+    else:
+        run_steps(pipeline.steps, ctx)
+    delivery = uuid.uuid4().hex
+    jobs = _jobs(pipeline, ctx, delivery)
+    answer = exchange.response(ctx, default=_accepted(delivery) if pipeline.branches else None)
+    dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
+    try:
+        await app.store.enqueue(jobs, dedupe=dedupe)
+    except StoreUnavailable:
+        exchange.send(*_unavailable("the request could not be stored; retry later"))
+        return
+    if jobs and app.deliverer is not None:
+        app.deliverer.wake.set()
+    exchange.send(*answer)
+
+
+def _dedupe_key(pipeline, ctx):
+    if pipeline.dedupe is None:
+        return None
+    value = evaluate(pipeline.dedupe.key, ctx, "receive.dedupe")
+    return None if value is None else f"{pipeline.name}:{to_text(value)}"
+
+
+async def _stored(app, key):
+    try:
+        raw = await app.store.dedupe_get(key)
+    except StoreUnavailable:
+        return _unavailable("the request could not be checked for duplicates; retry later")
+    if raw is None:
+        return None
+    status, body, ctype, headers = orjson.loads(raw)
+    return status, body.encode(), ctype, [tuple(h) for h in headers]
+
+
+def _encode(answer) -> bytes:
+    status, body, ctype, headers = answer
+    return orjson.dumps([status, body.decode(), ctype, list(headers)])
+
+
+def _jobs(pipeline, ctx, delivery):
+    chosen = [b for b in pipeline.branches if b.when is None or truthy(evaluate(b.when, ctx, f"async '{b.id}'"))]
+    if not chosen:
+        return []
+    now = time.time()
+    payload = orjson.dumps(_persisted(ctx.data))
+    return [Job(id=uuid.uuid4().hex, delivery=delivery, pipeline=pipeline.name, branch=b.id,
+                payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
+            for b in chosen]
+
+
+def _persisted(data):
+    """The context as stored: credentials the sender used are not kept."""
+    request = dict(data["request"])
+    request["headers"] = {k: v for k, v in request["headers"].items() if k not in _PRIVATE_HEADERS}
+    return {"request": request, "steps": data["steps"]}
+
+
+def _accepted(delivery):
+    body = orjson.dumps({"id": delivery})
+    return 202, body, "application/json", [("Location", f"/_hookline/deliveries/{delivery}")]
+
+
+def _unavailable(detail):
+    status, body = problem(503, "unavailable", "Service Unavailable", detail)
+    return status, body, CONTENT_TYPE, [("Retry-After", RETRY_AFTER_S)]
