@@ -44,9 +44,12 @@ async def handle_durable(exchange, ctx) -> None:
     answer = exchange.response(ctx, default=_accepted(delivery) if pipeline.branches else None)
     dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
     try:
-        await app.store.enqueue(jobs, dedupe=dedupe)
+        stored = await app.store.enqueue(jobs, dedupe=dedupe)
     except StoreUnavailable:
         exchange.send(*_unavailable("the request could not be stored; retry later"))
+        return
+    if stored is False:          # a concurrent copy of this delivery committed first: answer as it did
+        exchange.send(*(await _stored(app, key) or answer))
         return
     if jobs and app.deliverer is not None:
         app.deliverer.wake.set()

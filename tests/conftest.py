@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class Proc:
 
 def start_hookline(paths, env=None, workers=1, extra=()) -> Proc:
     port = free_port()
+    if "--store" not in extra:   # never leave a hookline.db in the checkout
+        extra = (*extra, "--store", f"sqlite:{tempfile.mkdtemp(prefix='hookline-test-')}/hookline.db")
     args = [*HOOKLINE, "serve", *map(str, paths), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), *extra]
     return Proc(args, env or {}, f"http://127.0.0.1:{port}")

@@ -1,0 +1,171 @@
+"""Durable job stores for async branches: persist first, acknowledge at once,
+deliver in the background with retries and a dead-letter store.
+
+    store = open_store("sqlite:hookline.db")      # or "redis://127.0.0.1:6379/0", "memory:"
+    await store.open()
+    await store.enqueue([Job.new("dlv-1", "orders", "erp", b'{"order": 1}')])
+    for job in await store.lease("worker-1", limit=10, visibility_s=30):
+        await store.complete(job)                  # or retry(job, due_at, error) / dead(job, reason)
+    await store.close()
+
+A job's life (``state``)::
+
+    enqueue ─→ pending ─lease─→ leased ─complete─→ done
+                  ↑                │  └─dead──────→ dead ─replay─→ pending
+                  └──retry/release─┘   (or its lease expires: leased again)
+
+``complete``, ``retry`` and ``dead`` each record one attempt (``attempt + 1``)
+and act only while the caller still holds the lease (``job.lease`` is the
+token ``lease`` returned); a job whose lease expired and was taken by another
+consumer is left alone. Delivery is at least once: a consumer that dies
+mid-delivery has its jobs delivered again after ``visibility_s``.
+
+Exceptions::
+
+    QueueError
+     ├── StoreUnavailable   the store could not commit or answer (the server answers 503)
+     └── DuplicateJob       enqueue() got a job id the store already holds; nothing was enqueued
+
+Backends, one module each, named after the URL scheme: ``memory`` (tests;
+nothing persists), ``sqlite`` (one file, WAL, fsync per group commit),
+``redis`` (Streams + a consumer group; as durable as the server's own
+persistence). They share one contract test: tests/test_queue_contract.py.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["DEFAULT_URL", "STATES", "DuplicateJob", "Job", "QueueError", "Store",
+           "StoreUnavailable", "open_store"]
+
+DEFAULT_URL = "sqlite:hookline.db"
+STATES = ("pending", "leased", "done", "dead")
+
+# URL scheme → module in this package with a ``from_url(url) -> Store``.
+BACKENDS = {"memory": "memory", "sqlite": "sqlite", "redis": "redis", "rediss": "redis"}
+
+
+class QueueError(Exception):
+    """Base of this package's errors."""
+
+
+class StoreUnavailable(QueueError):
+    """The store could not commit or answer; nothing was acknowledged (→ 503)."""
+
+
+class DuplicateJob(QueueError):
+    """``enqueue`` got a job id the store already holds; none of the jobs were enqueued."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str            # stable job id (uuid4 hex), used for Idempotency-Key
+    delivery: str      # id of the request that created it (several branch jobs share it)
+    pipeline: str
+    branch: str        # async branch id
+    payload: bytes     # JSON document (the context): opaque to the store
+    attempt: int       # attempts made so far (0 when new)
+    created_at: float  # unix seconds
+    due_at: float      # when it may next be leased
+    state: str         # "pending" | "leased" | "done" | "dead"
+    last_error: str = ""
+    lease: str = ""    # lease token while leased
+
+    @classmethod
+    def new(cls, delivery: str, pipeline: str, branch: str, payload: bytes,
+            due_at: float | None = None) -> Job:
+        """A pending job with a fresh id, due now unless ``due_at`` is given."""
+        now = time.time()
+        return cls(uuid.uuid4().hex, delivery, pipeline, branch, payload, 0, now,
+                   now if due_at is None else due_at, "pending")
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect, create what is missing (file, tables, consumer group)."""
+
+    async def close(self) -> None:
+        """Finish what was accepted, then disconnect."""
+
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+        """Commit ``jobs`` durably, all or none, before returning.
+
+        ``dedupe=(key, response, ttl_s)`` stores the first response for a
+        delivery id in the same commit. If ``key`` is already stored (within
+        its TTL) nothing is enqueued and the result is False: answer with
+        ``dedupe_get(key)``. Otherwise True.
+        """
+
+    async def dedupe_get(self, key: str) -> bytes | None:
+        """The stored first response for ``key``, if within its TTL."""
+
+    async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Job]:
+        """Up to ``limit`` due pending jobs, plus leased jobs whose lease
+        expired, now leased to ``consumer`` for ``visibility_s`` seconds, each
+        with a new ``lease`` token. Roughly in the order they became due
+        (SQLite: by ``due_at``; Redis: by when they entered the stream)."""
+
+    async def complete(self, job: Job) -> None:
+        """Done (attempt + 1); ignored if the lease was lost."""
+
+    async def retry(self, job: Job, due_at: float, error: str) -> None:
+        """Attempt + 1, back to pending at ``due_at``; ignored if the lease was lost."""
+
+    async def dead(self, job: Job, reason: str) -> None:
+        """Attempt + 1, to the dead-letter store; ignored if the lease was lost."""
+
+    async def release(self, consumer: str) -> None:
+        """On shutdown: the leases of ``consumer`` back to pending, due now."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def find(self, delivery: str) -> list[Job]:
+        """The jobs of one delivery, oldest first."""
+
+    async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        """Jobs (in ``state``), oldest first by ``created_at``."""
+
+    async def replay(self, job_id: str) -> bool:
+        """Dead → pending, due now, attempt 0. False if not dead."""
+
+    async def replay_all(self) -> int: ...
+
+    async def purge_dead(self) -> int: ...
+
+    async def purge_done(self, created_before: float) -> int:
+        """Forget done jobs created before ``created_before`` (retention)."""
+
+    async def backlog(self) -> int:
+        """Pending + leased jobs, for backpressure."""
+
+
+class StoreBase:
+    """What every backend shares: ``async with store:`` opens and closes it."""
+
+    async def __aenter__(self):
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+def open_store(url: str = DEFAULT_URL) -> Store:
+    """The (not yet opened) store for ``url``.
+
+        open_store("sqlite:/var/lib/hookline/queue.db")    # "sqlite:" alone: ./hookline.db
+        open_store("redis://127.0.0.1:6379/0?prefix=hookline:")   # prefix defaults to "hookline:"
+        open_store("memory:")
+
+    Stores are also async context managers: ``async with open_store(url) as store:``.
+    """
+    scheme = url.partition(":")[0].lower()
+    if scheme not in BACKENDS:
+        raise ValueError(f"unknown store URL {url!r}: expected one of "
+                         + ", ".join(f"{s}:" for s in BACKENDS))
+    module = importlib.import_module(f"{__name__}.{BACKENDS[scheme]}")
+    return module.from_url(url)

@@ -1,0 +1,395 @@
+"""``redis://host:port/db?prefix=hookline:`` — Redis Streams with a consumer group.
+
+Keys (all under the store's prefix, default ``hookline:``)::
+
+    job:{id}          hash   the job's fields, plus consumer, until, msg (its stream entry)
+    ready             stream one entry per job that is due; group "workers" hands them out
+    delayed           zset   job id → due_at, for jobs not yet due (retries)
+    leases            zset   job id → until, for leased jobs: the visibility timeouts
+    state:{state}     zset   job id → created_at, one per state: lists, backlog, dead letters
+    delivery:{id}     set    the job ids of one delivery
+    dedupe:{key}      string the first response for a delivery id, with a TTL
+
+Every operation that changes more than one key is one Lua script, so it is
+atomic and several processes can share the work safely. ``lease`` moves due
+``delayed`` jobs to the stream, takes over the entries of expired leases
+(``XCLAIM`` of the ids in ``leases`` whose ``until`` has passed: their
+consumer died), then reads new ones (``XREADGROUP``). ``complete``/``retry``/
+``dead`` check the lease token, ``XACK`` and ``XDEL`` the entry. ``enqueue``
+writes the dedupe key (``SET NX PX``) and all the jobs in one script: all or
+nothing. Scripts carry ``#!lua flags=no-cluster``: Redis 7 or newer, not
+Redis Cluster (they reach keys by name), and refused as a whole when Redis is
+out of memory.
+
+Expiry is judged by ``until`` (the leaser's own ``visibility_s``), not by the
+stream's idle time (``XAUTOCLAIM``), which would let a consumer with a short
+visibility steal a job leased with a long one. Time is the clients' clock:
+keep the hosts in sync. Use a unique consumer name per process (``release``
+frees all the leases of a name).
+
+Durable means: acknowledged by the Redis server. Whether that survives a
+Redis restart depends on Redis's own persistence (``appendonly yes`` with
+``appendfsync always`` for an fsync per write); see docs/delivery.md.
+"""
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio
+import redis.exceptions
+
+from engine.queue import STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
+
+DEFAULT_PREFIX = "hookline:"
+GROUP = "workers"
+BATCH = 500  # jobs per script call in replay_all and purges
+# A bounded pool that makes callers wait for a connection (instead of failing at 100, the
+# default); still none after `timeout` s → StoreUnavailable. The URL's query may override both.
+POOL = {"max_connections": 64, "timeout": 10}
+
+PRELUDE = """#!lua flags=no-cluster
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local READY = P .. 'ready'
+
+local function jobkey(id) return P .. 'job:' .. id end
+
+local function move(id, from, to)
+  if from then redis.call('ZREM', P .. 'state:' .. from, id) end
+  redis.call('ZADD', P .. 'state:' .. to, redis.call('HGET', jobkey(id), 'created_at'), id)
+  redis.call('HSET', jobkey(id), 'state', to)
+end
+
+local function schedule(id, due)
+  if tonumber(due) <= NOW then
+    redis.call('HSET', jobkey(id), 'msg', redis.call('XADD', READY, '*', 'id', id))
+  else
+    redis.call('ZADD', P .. 'delayed', due, id)
+    redis.call('HSET', jobkey(id), 'msg', '')
+  end
+end
+
+local function unschedule(id)
+  local msg = redis.call('HGET', jobkey(id), 'msg')
+  if msg and msg ~= '' then
+    redis.call('XACK', READY, 'workers', msg)
+    redis.call('XDEL', READY, msg)
+  end
+  redis.call('ZREM', P .. 'delayed', id)
+  redis.call('ZREM', P .. 'leases', id)
+  redis.call('HSET', jobkey(id), 'msg', '', 'lease', '', 'consumer', '', 'until', 0)
+end
+"""
+
+# ARGV: prefix, now, dedupe key ('' = none), response, ttl ms, then 9 fields per job.
+ENQUEUE = PRELUDE + """
+local seen = {}
+for i = 6, #ARGV, 9 do
+  if seen[ARGV[i]] or redis.call('EXISTS', jobkey(ARGV[i])) == 1 then return {-1, ARGV[i]} end
+  seen[ARGV[i]] = true
+end
+if ARGV[3] ~= '' and not redis.call('SET', P .. 'dedupe:' .. ARGV[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  return {0}
+end
+for i = 6, #ARGV, 9 do
+  local id = ARGV[i]
+  redis.call('HSET', jobkey(id), 'id', id, 'delivery', ARGV[i+1], 'pipeline', ARGV[i+2],
+             'branch', ARGV[i+3], 'payload', ARGV[i+4], 'attempt', ARGV[i+5], 'created_at', ARGV[i+6],
+             'due_at', ARGV[i+7], 'last_error', ARGV[i+8], 'lease', '', 'consumer', '', 'until', 0)
+  redis.call('SADD', P .. 'delivery:' .. ARGV[i+1], id)
+  move(id, nil, 'pending')
+  schedule(id, ARGV[i+7])
+end
+return {1}
+"""
+
+# ARGV: prefix, now, consumer, limit, lease token, lease until.
+LEASE = PRELUDE + """
+local consumer, limit, token, deadline = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', P .. 'delayed', id)
+  schedule(id, NOW)
+end
+local out = {}
+local function take(entries)
+  for _, entry in ipairs(entries) do
+    local msg, fields = entry[1], entry[2]
+    local id = fields and fields[2]
+    local state = id and redis.call('HGET', jobkey(id), 'state')
+    if (state == 'pending' or state == 'leased') and redis.call('HGET', jobkey(id), 'msg') == msg then
+      if state == 'pending' then move(id, 'pending', 'leased') end
+      redis.call('HSET', jobkey(id), 'lease', token, 'consumer', consumer, 'until', deadline)
+      redis.call('ZADD', P .. 'leases', deadline, id)
+      out[#out + 1] = redis.call('HGETALL', jobkey(id))
+    else  -- an entry no job points at any more
+      redis.call('XACK', READY, 'workers', msg)
+      redis.call('XDEL', READY, msg)
+    end
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', NOW, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  local claimed = redis.call('XCLAIM', READY, 'workers', consumer, 0, redis.call('HGET', jobkey(id), 'msg'))
+  if #claimed == 0 then  -- its entry is gone: give it a new one, read below
+    redis.call('ZREM', P .. 'leases', id)
+    schedule(id, NOW)
+  end
+  take(claimed)
+end
+if #out < limit then
+  local fresh = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', limit - #out,
+                           'STREAMS', READY, '>')
+  if fresh then take(fresh[1][2]) end
+end
+return out
+"""
+
+# ARGV: prefix, now, job id, lease token, new state, due_at[, error].
+FINISH = PRELUDE + """
+local id = ARGV[3]
+local k = jobkey(id)
+if redis.call('HGET', k, 'state') ~= 'leased' or redis.call('HGET', k, 'lease') ~= ARGV[4] then
+  return 0
+end
+unschedule(id)
+redis.call('HINCRBY', k, 'attempt', 1)
+if ARGV[7] then redis.call('HSET', k, 'last_error', ARGV[7]) end
+move(id, 'leased', ARGV[5])
+if ARGV[5] == 'pending' then
+  redis.call('HSET', k, 'due_at', ARGV[6])
+  schedule(id, ARGV[6])
+end
+return 1
+"""
+
+# ARGV: prefix, now, consumer.
+RELEASE = PRELUDE + """
+local released = 0
+while true do
+  local pending = redis.call('XPENDING', READY, 'workers', '-', '+', 100, ARGV[3])
+  if #pending == 0 then break end
+  for _, p in ipairs(pending) do
+    local entry = redis.call('XRANGE', READY, p[1], p[1])[1]
+    local id = entry and entry[2][2]
+    redis.call('XACK', READY, 'workers', p[1])
+    if id and redis.call('HGET', jobkey(id), 'msg') == p[1] then
+      unschedule(id)
+      redis.call('HSET', jobkey(id), 'due_at', ARGV[2])
+      move(id, 'leased', 'pending')
+      schedule(id, NOW)
+      released = released + 1
+    end
+    redis.call('XDEL', READY, p[1])
+  end
+end
+redis.call('XGROUP', 'DELCONSUMER', READY, 'workers', ARGV[3])
+return released
+"""
+
+# ARGV: prefix, now, job id or '' for the next batch of dead jobs. Returns {replayed, looked at}.
+REPLAY = PRELUDE + """
+local ids = {ARGV[3]}
+if ARGV[3] == '' then ids = redis.call('ZRANGE', P .. 'state:dead', 0, %d) end
+local replayed = 0
+for _, id in ipairs(ids) do
+  if redis.call('HGET', jobkey(id), 'state') == 'dead' then
+    redis.call('HSET', jobkey(id), 'attempt', 0, 'due_at', ARGV[2])
+    move(id, 'dead', 'pending')
+    schedule(id, NOW)
+    replayed = replayed + 1
+  else
+    redis.call('ZREM', P .. 'state:dead', id)
+  end
+end
+return {replayed, #ids}
+""" % (BATCH - 1)
+
+# ARGV: prefix, now, state, created before (exclusive max score). Returns how many were deleted.
+PURGE = PRELUDE + """
+local index = P .. 'state:' .. ARGV[3]
+local ids = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. ARGV[4], 'LIMIT', 0, %d)
+for _, id in ipairs(ids) do
+  local delivery = redis.call('HGET', jobkey(id), 'delivery')
+  if delivery then redis.call('SREM', P .. 'delivery:' .. delivery, id) end
+  redis.call('DEL', jobkey(id))
+  redis.call('ZREM', index, id)
+end
+return #ids
+""" % BATCH
+
+
+def _guarded(method):
+    """Redis errors (unreachable, timeout, out of memory, …) become StoreUnavailable."""
+    @functools.wraps(method)
+    async def guarded(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+    return guarded
+
+
+class RedisStore(StoreBase):
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = DEFAULT_PREFIX):
+        self.url, self.prefix = url, prefix
+        self._redis: redis.asyncio.Redis | None = None
+        self._scripts: dict = {}
+
+    @_guarded
+    async def open(self) -> None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **POOL)
+        self._redis = redis.asyncio.Redis(connection_pool=pool)
+        names = {"enqueue": ENQUEUE, "lease": LEASE, "finish": FINISH, "release": RELEASE,
+                 "replay": REPLAY, "purge": PURGE}
+        self._scripts = {name: self._redis.register_script(text) for name, text in names.items()}
+        try:
+            await self._redis.xgroup_create(self._key("ready"), GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
+            self._redis = None
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    @property
+    def _client(self) -> redis.asyncio.Redis:
+        if self._redis is None:
+            raise StoreUnavailable("redis: store is not open")
+        return self._redis
+
+    async def _run(self, script: str, *args):
+        return await self._scripts[script](args=[self.prefix, repr(time.time()), *args], client=self._client)
+
+    @_guarded
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+        key, response, ttl_s = dedupe or ("", b"", 0.0)
+        fields = [value for job in jobs for value in (
+            job.id, job.delivery, job.pipeline, job.branch, job.payload, job.attempt,
+            repr(job.created_at), repr(job.due_at), job.last_error)]
+        result = await self._run("enqueue", key, response, max(1, round(ttl_s * 1000)), *fields)
+        if result[0] == -1:
+            raise DuplicateJob(f"job id already stored: {result[1].decode()}")
+        return result[0] == 1
+
+    @_guarded
+    async def dedupe_get(self, key: str) -> bytes | None:
+        return await self._client.get(self._key("dedupe:" + key))
+
+    @_guarded
+    async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Job]:
+        if limit < 1:
+            return []
+        until = time.time() + visibility_s
+        rows = await self._run("lease", consumer, limit, uuid.uuid4().hex, repr(until))
+        return [_job(_pairs(row)) for row in rows]
+
+    @_guarded
+    async def complete(self, job: Job) -> None:
+        await self._run("finish", job.id, job.lease, "done", "")
+
+    @_guarded
+    async def retry(self, job: Job, due_at: float, error: str) -> None:
+        await self._run("finish", job.id, job.lease, "pending", repr(due_at), error)
+
+    @_guarded
+    async def dead(self, job: Job, reason: str) -> None:
+        await self._run("finish", job.id, job.lease, "dead", "", reason)
+
+    @_guarded
+    async def release(self, consumer: str) -> None:
+        await self._run("release", consumer)
+
+    @_guarded
+    async def get(self, job_id: str) -> Job | None:
+        jobs = await self._load([job_id])
+        return jobs[0] if jobs else None
+
+    @_guarded
+    async def find(self, delivery: str) -> list[Job]:
+        ids = await self._client.smembers(self._key("delivery:" + delivery))
+        return sorted(await self._load(ids), key=lambda j: (j.created_at, j.id))
+
+    @_guarded
+    async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        if limit < 1 or state not in (None, *STATES):
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in STATES if state is None else (state,):
+                pipe.zrange(self._key("state:" + name), 0, limit - 1, withscores=True)
+            ranked = sorted((score, job_id) for found in await pipe.execute() for job_id, score in found)
+        return await self._load([job_id for _, job_id in ranked[:limit]])
+
+    async def _load(self, ids) -> list[Job]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self._key("job:" + _text(job_id)))
+            return [_job(fields) for fields in await pipe.execute() if fields]
+
+    @_guarded
+    async def replay(self, job_id: str) -> bool:
+        replayed, _ = await self._run("replay", job_id)
+        return replayed == 1
+
+    @_guarded
+    async def replay_all(self) -> int:
+        total, looked = 0, BATCH
+        while looked:
+            replayed, looked = await self._run("replay", "")
+            total += replayed
+        return total
+
+    @_guarded
+    async def purge_dead(self) -> int:
+        return await self._purge("dead", "+inf")
+
+    @_guarded
+    async def purge_done(self, created_before: float) -> int:
+        return await self._purge("done", repr(created_before))
+
+    async def _purge(self, state: str, created_before: str) -> int:
+        total, deleted = 0, BATCH
+        while deleted:
+            deleted = await self._run("purge", state, created_before)
+            total += deleted
+        return total
+
+    @_guarded
+    async def backlog(self) -> int:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._key("state:pending"))
+            pipe.zcard(self._key("state:leased"))
+            return sum(await pipe.execute())
+
+
+def _pairs(flat: list) -> dict:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _job(fields: dict) -> Job:
+    text = {_text(k): v for k, v in fields.items()}
+    return Job(id=_text(text["id"]), delivery=_text(text["delivery"]), pipeline=_text(text["pipeline"]),
+               branch=_text(text["branch"]), payload=text["payload"], attempt=int(text["attempt"]),
+               created_at=float(text["created_at"]), due_at=float(text["due_at"]),
+               state=_text(text["state"]), last_error=_text(text["last_error"]), lease=_text(text["lease"]))
+
+
+def from_url(url: str) -> RedisStore:
+    """``redis://host:port/db?prefix=myapp:`` (other query options go to redis-py)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return RedisStore(urlunsplit(parts._replace(query=rest)), prefix)

@@ -1,0 +1,367 @@
+"""``sqlite:PATH`` — one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Group commit: every write (enqueue, lease, complete, …) goes to one writer
+thread with its own connection. It takes all the operations waiting in its
+queue, runs each in a savepoint of one transaction, COMMITs once (one fsync
+of the WAL) and only then resolves each caller's future. While a COMMIT is
+being fsync'ed new callers queue up, so the busier the server the more
+callers share one fsync. Reads use a second connection in a reader thread.
+Nothing blocks the event loop.
+
+Durable means: when ``enqueue`` returns, the WAL frame holding the jobs has
+been fsync'ed; a ``kill -9`` or a power cut after that loses nothing.
+Several processes may share one file (each has its own writer; SQLite's
+lock and ``busy_timeout`` serialise their transactions).
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from engine.queue import DuplicateJob, Job, QueueError, StoreBase, StoreUnavailable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    delivery TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    lease TEXT NOT NULL DEFAULT '',
+    consumer TEXT NOT NULL DEFAULT '',
+    until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state_due ON jobs (state, due_at);
+CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs (delivery);
+CREATE TABLE IF NOT EXISTS dedupe (
+    key TEXT PRIMARY KEY,
+    response BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+JOB_COLUMNS = "id, delivery, pipeline, branch, payload, attempt, created_at, due_at, state, last_error, lease"
+MAX_BATCH = 1000          # operations per transaction
+DEDUPE_SWEEP_S = 60.0     # how often expired dedupe keys are deleted
+BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class _Op:
+    __slots__ = ("fn", "args", "loop", "future")
+
+    def __init__(self, fn, args, loop):
+        self.fn, self.args, self.loop = fn, args, loop
+        self.future = loop.create_future()
+
+    def settle(self, ok: bool, value) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+        except RuntimeError:  # the caller's loop is gone: nobody is waiting
+            pass
+
+
+def _settle(future: asyncio.Future, ok: bool, value) -> None:
+    if not future.done():
+        future.set_result(value) if ok else future.set_exception(value)
+
+
+_STOP = object()
+
+
+class Writer:
+    """The one thread that writes: batches queued operations into one COMMIT.
+
+    ``commits`` counts the transactions committed (one fsync each).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.commits = 0
+        self._ops: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hookline-sqlite-writer", daemon=True)
+        self._error: QueueError | None = None
+        self._swept = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, fn, *args) -> asyncio.Future:
+        """Run ``fn(conn, *args)`` in the next batch; the future resolves after its COMMIT."""
+        op = _Op(fn, args, asyncio.get_running_loop())
+        self._ops.put(op)
+        return op.future
+
+    def stop(self) -> None:
+        self._ops.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self.path)
+        except sqlite3.Error as exc:
+            conn, self._error = None, StoreUnavailable(f"sqlite {self.path}: {exc}")
+        stopping = False
+        while not stopping:
+            batch = [self._ops.get()]
+            while len(batch) < MAX_BATCH and not self._ops.empty():
+                batch.append(self._ops.get_nowait())
+            stopping = _STOP in batch
+            if ops := [op for op in batch if op is not _STOP]:
+                self._commit(conn, ops)
+        if conn is not None:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection | None, batch: list[_Op]) -> None:
+        if self._error is not None:
+            for op in batch:
+                op.settle(False, self._error)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [_in_savepoint(conn, op) for op in batch]
+            self._sweep(conn)
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            results = [(False, StoreUnavailable(f"sqlite {self.path}: {exc}"))] * len(batch)
+        for op, (ok, value) in zip(batch, results, strict=True):
+            op.settle(ok, value)
+
+    def _sweep(self, conn: sqlite3.Connection) -> None:
+        now = time.time()
+        if now - self._swept > DEDUPE_SWEEP_S:
+            conn.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
+            self._swept = now
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # SQLite rolled back on its own (a failed COMMIT may leave no transaction)
+
+
+def _in_savepoint(conn: sqlite3.Connection, op: _Op) -> tuple[bool, object]:
+    """One operation; its own failure undoes only its own writes."""
+    conn.execute("SAVEPOINT op")
+    try:
+        result = (True, op.fn(conn, *op.args))
+    except sqlite3.Error as exc:
+        if not isinstance(exc, sqlite3.IntegrityError):
+            raise  # I/O, lock, corruption: the whole batch fails
+        conn.execute("ROLLBACK TO op")
+        result = (False, StoreUnavailable(f"sqlite: {exc}"))
+    except Exception as exc:  # DuplicateJob, or a bug: this caller's problem only
+        conn.execute("ROLLBACK TO op")
+        result = (False, exc)
+    conn.execute("RELEASE op")
+    return result
+
+
+class Reader:
+    """A second connection, used from one thread of its own."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-read")
+        self._conn: sqlite3.Connection | None = None
+
+    async def run(self, fn, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+
+    def _call(self, fn, args):
+        if self._conn is None:
+            self._conn = connect(self.path)
+        return fn(self._conn, *args)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+        self._pool.shutdown()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class SqliteStore(StoreBase):
+    def __init__(self, path: str):
+        self.path = path
+        self._writer: Writer | None = None
+        self._reader: Reader | None = None
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by this process so far (each one fsync)."""
+        return self._writer.commits if self._writer else 0
+
+    async def open(self) -> None:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+        self._writer, self._reader = Writer(self.path), Reader(self.path)
+        self._writer.start()
+        try:
+            await self._write(_create)
+        except StoreUnavailable:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        writer, reader, self._writer, self._reader = self._writer, self._reader, None, None
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+            await reader.close()
+
+    def _write(self, fn, *args) -> asyncio.Future:
+        if self._writer is None:
+            raise StoreUnavailable(f"sqlite {self.path}: store is not open")
+        return self._writer.submit(fn, *args)
+
+    def _read(self, fn, *args):
+        if self._reader is None:
+            raise StoreUnavailable(f"sqlite {self.path}: store is not open")
+        return self._reader.run(fn, *args)
+
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+        return await self._write(_enqueue, jobs, dedupe)
+
+    async def dedupe_get(self, key: str) -> bytes | None:
+        return await self._read(_dedupe_get, key)
+
+    async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Job]:
+        return await self._write(_lease, consumer, limit, visibility_s) if limit > 0 else []
+
+    async def complete(self, job: Job) -> None:
+        await self._write(_finish, job, "state = 'done'", ())
+
+    async def retry(self, job: Job, due_at: float, error: str) -> None:
+        await self._write(_finish, job, "state = 'pending', due_at = ?, last_error = ?", (due_at, error))
+
+    async def dead(self, job: Job, reason: str) -> None:
+        await self._write(_finish, job, "state = 'dead', last_error = ?", (reason,))
+
+    async def release(self, consumer: str) -> None:
+        await self._write(_change, "UPDATE jobs SET state = 'pending', lease = '', consumer = '', due_at = ?"
+                          " WHERE state = 'leased' AND consumer = ?", (time.time(), consumer))
+
+    async def get(self, job_id: str) -> Job | None:
+        jobs = await self._read(_select, "WHERE id = ?", (job_id,))
+        return jobs[0] if jobs else None
+
+    async def find(self, delivery: str) -> list[Job]:
+        return await self._read(_select, "WHERE delivery = ? ORDER BY created_at, id", (delivery,))
+
+    async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        where = "" if state is None else "WHERE state = ?"
+        args = (limit,) if state is None else (state, limit)
+        return await self._read(_select, f"{where} ORDER BY created_at, id LIMIT ?", args)
+
+    async def replay(self, job_id: str) -> bool:
+        return bool(await self._write(_change, _REPLAY + " AND id = ?", (time.time(), job_id)))
+
+    async def replay_all(self) -> int:
+        return await self._write(_change, _REPLAY, (time.time(),))
+
+    async def purge_dead(self) -> int:
+        return await self._write(_change, "DELETE FROM jobs WHERE state = 'dead'", ())
+
+    async def purge_done(self, created_before: float) -> int:
+        return await self._write(_change, "DELETE FROM jobs WHERE state = 'done' AND created_at < ?",
+                                 (created_before,))
+
+    async def backlog(self) -> int:
+        return await self._read(_count_backlog)
+
+
+_REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, due_at = ? WHERE state = 'dead'"
+
+
+# Operations: plain functions of a connection, run inside the writer's or reader's thread.
+
+def _create(conn: sqlite3.Connection) -> None:
+    for statement in filter(str.strip, SCHEMA.split(";")):
+        conn.execute(statement)  # not executescript(): it would COMMIT the batch early
+
+
+def _enqueue(conn, jobs, dedupe) -> bool:
+    if dedupe is not None:
+        key, response, ttl_s = dedupe
+        now = time.time()
+        row = conn.execute("SELECT expires_at FROM dedupe WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] > now:
+            return False
+        conn.execute("INSERT OR REPLACE INTO dedupe VALUES (?, ?, ?)", (key, response, now + ttl_s))
+    rows = [(j.id, j.delivery, j.pipeline, j.branch, j.payload, j.attempt, j.created_at, j.due_at, j.last_error)
+            for j in jobs]
+    try:
+        conn.executemany("INSERT INTO jobs (id, delivery, pipeline, branch, payload, attempt, created_at,"
+                         " due_at, state, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)", rows)
+    except sqlite3.IntegrityError:
+        raise DuplicateJob("a job id is already stored") from None
+    return True
+
+
+def _lease(conn, consumer: str, limit: int, visibility_s: float) -> list[Job]:
+    now = time.time()
+    ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'leased' AND until <= ?"
+                                      " LIMIT ?", (now, limit))]
+    ids += [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'pending' AND due_at <= ?"
+                                       " ORDER BY due_at LIMIT ?", (now, limit - len(ids)))]
+    if not ids:
+        return []
+    marks = ", ".join("?" * len(ids))
+    rows = conn.execute(f"UPDATE jobs SET state = 'leased', lease = ?, consumer = ?, until = ?"
+                        f" WHERE id IN ({marks}) RETURNING {JOB_COLUMNS}",
+                        (uuid.uuid4().hex, consumer, now + visibility_s, *ids)).fetchall()
+    return sorted((Job(*row) for row in rows), key=lambda j: j.due_at)
+
+
+def _finish(conn, job: Job, changes: str, args: tuple) -> None:
+    conn.execute(f"UPDATE jobs SET {changes}, attempt = attempt + 1, lease = '', consumer = ''"
+                 " WHERE id = ? AND state = 'leased' AND lease = ?", (*args, job.id, job.lease))
+
+
+def _change(conn, sql: str, args: tuple) -> int:
+    return conn.execute(sql, args).rowcount
+
+
+def _select(conn, where: str, args: tuple) -> list[Job]:
+    return [Job(*row) for row in conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs {where}", args)]
+
+
+def _dedupe_get(conn, key: str) -> bytes | None:
+    row = conn.execute("SELECT response FROM dedupe WHERE key = ? AND expires_at > ?",
+                       (key, time.time())).fetchone()
+    return row[0] if row else None
+
+
+def _count_backlog(conn) -> int:
+    return conn.execute("SELECT count(*) FROM jobs WHERE state IN ('pending', 'leased')").fetchone()[0]
+
+
+def from_url(url: str) -> SqliteStore:
+    return SqliteStore(url.partition(":")[2] or "hookline.db")

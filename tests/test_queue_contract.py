@@ -1,0 +1,499 @@
+"""One contract for every job store (engine/queue/): memory, sqlite, redis.
+
+Each ``@contract`` test is an ``async def`` body run once per backend on a
+fresh store: a new SQLite file in tmp_path, or a unique key prefix on the
+Redis at 127.0.0.1:6379 (deleted afterwards). Without Redis the redis cases
+skip, except under CI=true, where they fail.
+
+After the contract: a kill -9 test and a group-commit test for SQLite.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from engine.queue import DuplicateJob, Job, StoreUnavailable, open_store
+from engine.queue.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS = ("127.0.0.1", 6379)
+SHORT = 0.4  # seconds: visibility and delays that the tests wait out
+
+
+class Backend:
+    """The store under test, and how to open it again (another process's view)."""
+
+    def __init__(self, name: str, url: str):
+        self.name, self.url = name, url
+        self._memory = open_store(url) if name == "memory" else None
+
+    def store(self):
+        return self._memory or open_store(self.url)
+
+    def run(self, body) -> None:
+        asyncio.run(self._run(body))
+
+    async def _run(self, body) -> None:
+        async with self.store() as store:
+            await (body(store, self) if body.__code__.co_argcount == 2 else body(store))
+
+
+def redis_client():
+    """A sync client to the test Redis, or skip (fail under CI=true) saying why."""
+    try:
+        import redis
+        client = redis.Redis(*REDIS, socket_connect_timeout=1)
+        client.ping()
+        return client
+    except Exception as exc:  # ImportError, ConnectionError, …
+        message = (f"Redis at {REDIS[0]}:{REDIS[1]} is unreachable ({type(exc).__name__}: {exc}); "
+                   "start one with: redis-server --save '' --appendonly no")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend(request, tmp_path):
+    if request.param != "redis":
+        yield Backend(request.param, {"memory": "memory:", "sqlite": f"sqlite:{tmp_path}/q.db"}[request.param])
+        return
+    client, prefix = redis_client(), f"hookline-test:{uuid.uuid4().hex}:"
+    try:
+        yield Backend("redis", f"redis://{REDIS[0]}:{REDIS[1]}/0?prefix={prefix}")
+    finally:
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def contract(body):
+    """Turn ``async def test_x(store[, backend])`` into a test run on each backend."""
+    def test(backend):
+        backend.run(body)
+    test.__name__, test.__doc__ = body.__name__, body.__doc__
+    return test
+
+
+_last_created = 0.0
+
+
+def job(delivery: str = "dlv-1", due_in: float = 0.0, payload: bytes = b'{"n": 1}', branch: str = "erp") -> Job:
+    """A new job; each one created strictly after the one before, so "oldest first" is creation order."""
+    global _last_created
+    now = _last_created = max(time.time(), _last_created + 1e-6)
+    return Job(uuid.uuid4().hex, delivery, "orders", branch, payload, 0, now, now + due_in, "pending")
+
+
+async def lease_all(store, consumer: str = "c1", visibility_s: float = 60.0) -> list[Job]:
+    leased = []
+    while batch := await store.lease(consumer, 50, visibility_s):
+        leased += batch
+    return leased
+
+
+# --- the contract -----------------------------------------------------------------------------
+
+@contract
+async def test_enqueue_lease_complete(store):
+    jobs = [job(payload=b'{"a": 1}'), job(payload=bytes(range(256)))]
+    assert await store.enqueue(jobs) is True
+    leased = await store.lease("c1", 10, 60)
+    assert {j.id for j in leased} == {j.id for j in jobs}
+    assert {j.payload for j in leased} == {j.payload for j in jobs}
+    assert all(j.state == "leased" and j.lease and j.attempt == 0 for j in leased)
+    assert await store.lease("c2", 10, 60) == []
+    for j in leased:
+        await store.complete(j)
+    done = [await store.get(j.id) for j in jobs]
+    assert [(j.state, j.attempt, j.lease) for j in done] == [("done", 1, "")] * 2
+    assert done[0].delivery == "dlv-1" and done[0].pipeline == "orders" and done[0].branch == "erp"
+    assert await store.lease("c1", 10, 60) == []
+    assert await store.backlog() == 0
+
+
+@contract
+async def test_lease_takes_at_most_limit_in_the_order_jobs_became_due(store):
+    jobs = [job(due_in=-5 + i) for i in range(5)]
+    for j in jobs:
+        await store.enqueue([j])
+    assert await store.lease("c1", 0, 60) == []
+    first = await store.lease("c1", 2, 60)
+    assert [j.id for j in first] == [jobs[0].id, jobs[1].id]
+    assert [j.id for j in await store.lease("c1", 10, 60)] == [j.id for j in jobs[2:]]
+
+
+@contract
+async def test_lease_excludes_jobs_not_yet_due(store):
+    later, now = job(due_in=SHORT), job()
+    await store.enqueue([later, now])
+    assert [j.id for j in await store.lease("c1", 10, 60)] == [now.id]
+    await asyncio.sleep(SHORT + 0.1)
+    assert [j.id for j in await store.lease("c1", 10, 60)] == [later.id]
+
+
+@contract
+async def test_expired_lease_goes_to_another_consumer(store):
+    await store.enqueue([job()])
+    [first] = await store.lease("crashed", 10, SHORT)
+    assert await store.lease("c2", 10, SHORT) == []
+    await asyncio.sleep(SHORT + 0.15)
+    [second] = await store.lease("c2", 10, 60)
+    assert second.id == first.id and second.lease != first.lease
+    await store.complete(first)  # the lease was lost: ignored
+    await store.retry(first, time.time(), "late")
+    await store.dead(first, "late")
+    assert (await store.get(first.id)).state == "leased"
+    await store.complete(second)
+    assert (await store.get(first.id)).state == "done"
+
+
+@contract
+async def test_retry_counts_the_attempt_and_delays(store):
+    await store.enqueue([job()])
+    [leased] = await store.lease("c1", 10, 60)
+    await store.retry(leased, time.time() + SHORT, "HTTP 503 from erp")
+    pending = await store.get(leased.id)
+    assert (pending.state, pending.attempt, pending.last_error, pending.lease) == \
+        ("pending", 1, "HTTP 503 from erp", "")
+    assert await store.lease("c1", 10, 60) == []
+    await asyncio.sleep(SHORT + 0.1)
+    [again] = await store.lease("c1", 10, 60)
+    assert again.attempt == 1
+    await store.retry(again, time.time(), "timeout")
+    [third] = await store.lease("c1", 10, 60)
+    assert (third.attempt, third.last_error) == (2, "timeout")
+    await store.complete(third)
+    done = await store.get(third.id)
+    assert (done.state, done.attempt, done.last_error) == ("done", 3, "timeout")
+
+
+@contract
+async def test_dead_letters_replay_and_purge(store):
+    jobs = [job(due_in=-3 + i) for i in range(3)]
+    await store.enqueue(jobs)
+    for leased in await store.lease("c1", 10, 60):
+        await store.dead(leased, f"HTTP 400 for {leased.id}")
+    dead = await store.list("dead")
+    assert [j.id for j in dead] == [j.id for j in jobs]
+    assert all(j.state == "dead" and j.attempt == 1 and j.last_error == f"HTTP 400 for {j.id}" for j in dead)
+    assert await store.backlog() == 0
+    assert await store.replay(jobs[0].id) is True
+    assert await store.replay(jobs[0].id) is False
+    assert await store.replay("no-such-job") is False
+    replayed = await store.get(jobs[0].id)
+    assert (replayed.state, replayed.attempt) == ("pending", 0) and replayed.due_at <= time.time()
+    assert await store.replay_all() == 2
+    assert await store.list("dead") == []
+    for leased in await lease_all(store):
+        await store.dead(leased, "again")
+    assert await store.purge_dead() == 3
+    assert await store.list("dead") == [] and await store.get(jobs[0].id) is None
+    assert await store.find("dlv-1") == []
+
+
+@contract
+async def test_release_returns_only_that_consumers_leases(store):
+    await store.enqueue([job(), job(), job(due_in=-1)])
+    mine = await store.lease("stopping", 2, 60)
+    [theirs] = await store.lease("other", 10, 60)
+    await store.release("stopping")
+    assert {(await store.get(j.id)).state for j in mine} == {"pending"}
+    assert (await store.get(theirs.id)).state == "leased"
+    assert {j.id for j in await store.lease("next", 10, 60)} == {j.id for j in mine}
+    assert await store.backlog() == 3
+
+
+@contract
+async def test_enqueue_is_all_or_nothing(store):
+    first = job()
+    await store.enqueue([first])
+    fresh, again = job(), job()
+    with pytest.raises(DuplicateJob):
+        await store.enqueue([fresh, first, again])
+    with pytest.raises(DuplicateJob):
+        await store.enqueue([fresh, fresh])
+    assert await store.get(fresh.id) is None and await store.get(again.id) is None
+    assert await store.backlog() == 1
+    assert [j.id for j in await lease_all(store)] == [first.id]
+
+
+@contract
+async def test_a_failed_enqueue_does_not_fail_concurrent_ones(store):
+    first = job()
+    await store.enqueue([first])
+    results = await asyncio.gather(store.enqueue([job()]), store.enqueue([job(), first]),
+                                   store.enqueue([job()]), return_exceptions=True)
+    assert results[0] is True and isinstance(results[1], DuplicateJob) and results[2] is True
+    assert await store.backlog() == 3
+
+
+@contract
+async def test_dedupe_stores_the_first_response_for_its_ttl(store):
+    assert await store.dedupe_get("dlv-1") is None
+    first = job()
+    assert await store.enqueue([first], dedupe=("dlv-1", b'{"accepted": 1}', SHORT)) is True
+    assert await store.dedupe_get("dlv-1") == b'{"accepted": 1}'
+    duplicate = job()
+    assert await store.enqueue([duplicate], dedupe=("dlv-1", b'{"accepted": 2}', 60)) is False
+    assert await store.get(duplicate.id) is None
+    assert await store.dedupe_get("dlv-1") == b'{"accepted": 1}'
+    assert await store.enqueue([], dedupe=("no-jobs", b"{}", 60)) is True
+    assert await store.dedupe_get("no-jobs") == b"{}"
+    await asyncio.sleep(SHORT + 0.1)
+    assert await store.dedupe_get("dlv-1") is None
+    assert await store.enqueue([duplicate], dedupe=("dlv-1", b'{"accepted": 3}', 60)) is True
+    assert await store.dedupe_get("dlv-1") == b'{"accepted": 3}'
+
+
+@contract
+async def test_dedupe_is_committed_only_with_the_jobs(store):
+    first = job()
+    await store.enqueue([first])
+    with pytest.raises(DuplicateJob):
+        await store.enqueue([first], dedupe=("dlv-9", b"{}", 60))
+    assert await store.dedupe_get("dlv-9") is None
+
+
+@contract
+async def test_find_returns_the_jobs_of_one_delivery(store):
+    a = [job("dlv-a", branch="erp"), job("dlv-a", branch="crm")]
+    b = [job("dlv-b")]
+    await store.enqueue(a)
+    await store.enqueue(b)
+    [leased, *_] = await store.lease("c1", 1, 60)
+    await store.complete(leased)
+    found = await store.find("dlv-a")
+    assert [j.id for j in found] == [j.id for j in a]
+    assert {j.branch for j in found} == {"erp", "crm"}
+    assert [j.id for j in await store.find("dlv-b")] == [b[0].id]
+    assert await store.find("dlv-unknown") == []
+
+
+@contract
+async def test_list_filters_by_state_oldest_first(store):
+    jobs = [job(due_in=-5 + i) for i in range(4)]
+    await store.enqueue(jobs[::-1])
+    [a, b] = await store.lease("c1", 2, 60)
+    await store.complete(a)
+    await store.dead(b, "no")
+    assert [j.id for j in await store.list()] == [j.id for j in jobs]
+    assert [j.id for j in await store.list("done")] == [a.id]
+    assert [j.id for j in await store.list("dead")] == [b.id]
+    assert [j.id for j in await store.list("pending")] == [j.id for j in jobs if j.id not in (a.id, b.id)]
+    assert len(await store.list(limit=3)) == 3
+    assert await store.list("leased") == []
+
+
+@contract
+async def test_backlog_counts_pending_and_leased(store):
+    await store.enqueue([job(), job(), job(), job(due_in=60)])
+    assert await store.backlog() == 4
+    [a, b] = await store.lease("c1", 2, 60)
+    assert await store.backlog() == 4
+    await store.complete(a)
+    await store.dead(b, "no")
+    assert await store.backlog() == 2
+
+
+@contract
+async def test_purge_done_forgets_old_done_jobs(store):
+    old, new, waiting = job(), job(), job()
+    await store.enqueue([old, new])
+    for leased in await lease_all(store):
+        await store.complete(leased)
+    await store.enqueue([waiting])
+    assert await store.purge_done((old.created_at + new.created_at) / 2) == 1
+    assert await store.get(old.id) is None and (await store.get(new.id)).state == "done"
+    assert await store.purge_done(time.time() + 1) == 1
+    assert (await store.get(waiting.id)).state == "pending"
+
+
+@contract
+async def test_200_concurrent_enqueues_land_exactly_once(store):
+    jobs = [job(f"dlv-{i}") for i in range(200)]
+    results = await asyncio.gather(*(store.enqueue([j]) for j in jobs))
+    assert results == [True] * 200
+    assert await store.backlog() == 200
+    leased = await lease_all(store)
+    assert sorted(j.id for j in leased) == sorted(j.id for j in jobs)
+
+
+@contract
+async def test_stores_sharing_the_data_never_lease_a_job_twice(store, backend):
+    jobs = [job(f"dlv-{i}") for i in range(120)]
+    await store.enqueue(jobs)
+    async with backend.store() as twin:
+        consumers = [(s, f"{name}-{n}") for s, name in ((store, "one"), (twin, "two")) for n in range(3)]
+        leased = await asyncio.gather(*(lease_bit_by_bit(s, name) for s, name in consumers))
+    ids = [j.id for batch in leased for j in batch]
+    assert sorted(ids) == sorted(j.id for j in jobs)
+
+
+async def lease_bit_by_bit(store, consumer: str) -> list[Job]:
+    leased = []
+    while batch := await store.lease(consumer, 7, 60):
+        leased += batch
+        await asyncio.sleep(0)
+    return leased
+
+
+@contract
+async def test_jobs_survive_reopening_the_store(store, backend):
+    if backend.name == "memory":
+        pytest.skip("memory: keeps nothing once closed, by design")
+    await store.enqueue([job()])
+    [taken] = await store.lease("gone", 1, SHORT)
+    pending = job()
+    await store.enqueue([pending])
+    await store.close()
+    async with backend.store() as reopened:
+        assert [j.id for j in await reopened.lease("c1", 10, 60)] == [pending.id]
+        await asyncio.sleep(SHORT + 0.1)
+        assert [j.id for j in await reopened.lease("c1", 10, 60)] == [taken.id]
+    await store.open()  # so that the runner's close() has something to close
+
+
+WORKER = """
+import asyncio, os, sys
+sys.path.insert(0, sys.argv[2])
+from engine.queue import open_store
+
+async def main():
+    async with open_store(sys.argv[1]) as store:
+        while jobs := await store.lease(f"proc-{os.getpid()}", 5, 60):
+            for job in jobs:
+                await store.complete(job)
+                print(job.id, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_processes_sharing_a_store_complete_each_job_once(backend):
+    if backend.name == "memory":
+        pytest.skip("memory: one process only, by design")
+    jobs = [job(f"dlv-{i}") for i in range(300)]
+
+    async def fill():
+        async with backend.store() as store:
+            await store.enqueue(jobs)
+    asyncio.run(fill())
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, backend.url, str(ROOT)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outputs = [w.communicate(timeout=60) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], [err for _, err in outputs]
+    done = [line for out, _ in outputs for line in out.split()]
+    assert sorted(done) == sorted(j.id for j in jobs)
+
+
+# --- backend specifics ------------------------------------------------------------------------
+
+def test_open_store_rejects_an_unknown_scheme():
+    with pytest.raises(ValueError, match="unknown store URL 'kafka://x'"):
+        open_store("kafka://x")
+
+
+def test_open_store_defaults_to_hookline_db():
+    assert open_store().path == "hookline.db" and open_store("sqlite:").path == "hookline.db"
+    assert open_store("sqlite:/var/lib/q.db").path == "/var/lib/q.db"
+
+
+def test_redis_url_takes_the_prefix_out():
+    pytest.importorskip("redis")
+    store = open_store("redis://127.0.0.1:6379/2?prefix=t1:")
+    assert (store.url, store.prefix) == ("redis://127.0.0.1:6379/2", "t1:")
+    assert open_store("redis://h:1/0").prefix == "hookline:"
+
+
+def test_sqlite_that_cannot_open_raises_store_unavailable(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(open_store(f"sqlite:{tmp_path}/file/q.db").open())
+
+
+def test_unreachable_redis_raises_store_unavailable():
+    pytest.importorskip("redis")
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+
+    async def main():
+        store = open_store(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=1")
+        with pytest.raises(StoreUnavailable):
+            await store.open()
+        with pytest.raises(StoreUnavailable):
+            await store.enqueue([job()])
+        await store.close()
+    asyncio.run(main())
+
+
+CHILD = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+from engine.queue import Job, open_store
+
+async def one(store, i):
+    job = Job.new(f"dlv-{i}", "orders", "erp", b'{"i": %d}' % i)
+    await store.enqueue([job])
+    print(job.id, flush=True)
+
+async def main():
+    store = open_store("sqlite:" + sys.argv[1])
+    await store.open()
+    for start in range(0, 10**9, 20):
+        await asyncio.gather(*(one(store, start + k) for k in range(20)))
+        if start % 100 == 0:
+            await store.lease("doomed", 5, 1.0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sqlite_keeps_every_acknowledged_job_through_kill_9(tmp_path, seed):
+    """A job whose enqueue() returned is leased again after a kill -9 and a restart."""
+    path, kill_after = tmp_path / "q.db", random.Random(seed).randrange(40, 600)
+    with subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(ROOT)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        acknowledged = [child.stdout.readline() for _ in range(kill_after)]
+        child.send_signal(signal.SIGKILL)
+        # not communicate(): it reads the pipe past what readline() already buffered
+        acknowledged += child.stdout.read().splitlines(keepends=True)
+        errors = child.stderr.read().decode()
+    ids = {line.strip().decode() for line in acknowledged if line.endswith(b"\n")}
+    assert len(ids) >= kill_after, errors
+
+    async def recover():
+        async with open_store(f"sqlite:{path}") as store:
+            leased, deadline = set(), time.monotonic() + 5
+            while not ids <= leased and time.monotonic() < deadline:
+                leased |= {j.id for j in await store.lease("survivor", 500, 60)}
+                await asyncio.sleep(0.1)
+            return leased
+    missing = ids - asyncio.run(recover())
+    assert not missing, f"{len(missing)} of {len(ids)} acknowledged jobs lost (seed {seed})"
+
+
+def test_sqlite_group_commit_shares_one_fsync_among_concurrent_enqueues(tmp_path):
+    async def main():
+        async with SqliteStore(str(tmp_path / "q.db")) as store:
+            start = store.commits
+            await asyncio.gather(*(store.enqueue([job(f"c{i}")]) for i in range(500)))
+            concurrent = store.commits - start
+            for i in range(50):
+                await store.enqueue([job(f"s{i}")])
+            return concurrent, store.commits - start - concurrent
+    concurrent, sequential = asyncio.run(main())
+    assert sequential == 50  # one commit each when nobody else is waiting
+    assert concurrent <= 50, f"500 concurrent enqueues took {concurrent} commits"
