@@ -6,6 +6,9 @@ value is JSON-like; the CLI prints it, the HTTP side serialises it.
 """
 from __future__ import annotations
 
+import hmac
+import re
+
 import orjson
 
 
@@ -50,3 +53,44 @@ def line(job: dict) -> str:
     error = job["last_error"].replace("\n", " ")[:120]
     return (f"{job['id']}\t{job['state']}\t{job['pipeline']}/{job['branch']}\t"
             f"attempt={job['attempt']}\tdelivery={job['delivery']}\t{error}")
+
+
+# --- the admin HTTP endpoints (serve --admin-prefix, HOOKLINE_ADMIN_TOKEN) ----------------
+
+_DELIVERY = re.compile(r"^/deliveries/([A-Za-z0-9_-]{1,64})$")
+_REPLAY = re.compile(r"^/dlq/([A-Za-z0-9_-]{1,64})/replay$")
+
+
+async def handle_http(store, token: str, method: str, path: str, query: dict, authorization: str | None):
+    """One admin request → ``(status, JSON-like body)``; the caller writes it."""
+    expected = f"Bearer {token}".encode()
+    if not authorization or not hmac.compare_digest(authorization.encode("utf-8", "replace"), expected):
+        return 401, {"title": "Unauthorized", "detail": "send Authorization: Bearer <HOOKLINE_ADMIN_TOKEN>"}
+    route = _route(method, path)
+    if route is None:
+        return 404, {"title": "Not Found", "detail": "no such admin endpoint"}
+    found, value = await route(store, query)
+    return (200, value) if found else (404, {"title": "Not Found", "detail": "no such job or delivery"})
+
+
+def _route(method, path):
+    if method == "GET" and path == "/deliveries":
+        return lambda store, q: list_jobs(store, q.get("state"), _limit(q))
+    if method == "GET" and path == "/dlq":
+        return lambda store, q: list_jobs(store, "dead", _limit(q))
+    if method == "POST" and path == "/dlq/replay":
+        return lambda store, q: replay_all(store)
+    if method == "DELETE" and path == "/dlq":
+        return lambda store, q: purge(store)
+    m = _DELIVERY.match(path)
+    if method == "GET" and m:
+        return lambda store, q: show(store, m.group(1))
+    m = _REPLAY.match(path)
+    if method == "POST" and m:
+        return lambda store, q: replay(store, m.group(1))
+    return None
+
+
+def _limit(query) -> int:
+    value = query.get("limit", "100")
+    return max(1, min(int(value), 1000)) if isinstance(value, str) and value.isdigit() else 100

@@ -6,6 +6,7 @@ Diagnostics go to standard output as ``file:line:col: code: message``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,12 @@ def _parser():
                             "redis://HOST:PORT/DB")
     serve.add_argument("--max-backlog", type=int, default=100_000, metavar="N",
                        help="answer 503 to new async requests while N jobs wait (default 100000)")
+    serve.add_argument("--visibility-s", type=float, default=60.0, metavar="S",
+                       help="lease of an async job; a crashed process's jobs are taken again after it "
+                            "(default 60)")
+    serve.add_argument("--admin-prefix", metavar="PATH",
+                       help="serve the admin JSON endpoints under PATH (e.g. /_hookline); off by default; "
+                            "needs HOOKLINE_ADMIN_TOKEN in the environment")
     serve.set_defaults(func=_serve)
     lint = sub.add_parser("lint", help="check pipeline files; print every problem")
     lint.add_argument("paths", nargs="+", metavar="PATH")
@@ -149,8 +156,17 @@ def _serve(args) -> int:
         print(f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
               f"(workers={args.workers})", file=sys.stderr, flush=True)
 
+    admin = None
+    if args.admin_prefix:
+        token = os.environ.get("HOOKLINE_ADMIN_TOKEN", "")
+        if len(token) < 16:
+            print("hookline serve: --admin-prefix needs HOOKLINE_ADMIN_TOKEN (16 characters or more)",
+                  file=sys.stderr)
+            return 2
+        admin = (args.admin_prefix.rstrip("/"), token)
     return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
-                 store_url=args.store, max_backlog=args.max_backlog)
+                 store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
+                 admin=admin)
 
 
 def _schema(args) -> int:

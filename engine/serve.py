@@ -24,33 +24,36 @@ log = logging.getLogger("hookline")
 
 
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,
-          ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000) -> int:
+          ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
+          visibility_s: float = 60.0, admin=None) -> int:
     sockets = bind_sockets(port, host, reuse_port=False)
     if ready:
         ready(sockets)
-    options = {"shutdown_timeout": shutdown_timeout, "store_url": store_url, "max_backlog": max_backlog}
+    options = {"shutdown_timeout": shutdown_timeout, "store_url": store_url, "max_backlog": max_backlog,
+               "visibility_s": visibility_s, "admin": admin}
     if workers <= 1:
         return asyncio.run(_worker(pipelines, sockets, **options))
     return _supervise(pipelines, sockets, workers, options)
 
 
-async def _open_delivery(pipelines, store_url, max_backlog, outbound):
-    """The store and the background deliverer, when any pipeline needs them."""
-    if not any(p.durable for p in pipelines):
+async def _open_delivery(pipelines, store_url, max_backlog, outbound, visibility_s, admin):
+    """The store and the background deliverer, when any pipeline (or the admin API) needs them."""
+    if not any(p.durable for p in pipelines) and admin is None:
         return None, None, None
     from .delivery import Deliverer
     from .queue import open_store
     store = open_store(store_url)
     await store.open()
-    deliverer = Deliverer(store, pipelines, outbound, max_backlog=max_backlog)
+    deliverer = Deliverer(store, pipelines, outbound, max_backlog=max_backlog, visibility_s=visibility_s)
     task = asyncio.get_running_loop().create_task(deliverer.run())
     return store, deliverer, task
 
 
-async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog) -> int:
+async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog, visibility_s, admin) -> int:
     outbound = Outbound()
-    store, deliverer, delivering = await _open_delivery(pipelines, store_url, max_backlog, outbound)
-    app = App(pipelines, outbound, store, deliverer)
+    store, deliverer, delivering = await _open_delivery(pipelines, store_url, max_backlog, outbound,
+                                                        visibility_s, admin)
+    app = App(pipelines, outbound, store, deliverer, admin)
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
                         max_header_size=64 * 1024)
     server.add_sockets(sockets)

@@ -39,13 +39,14 @@ _JSON = "application/json"
 class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
-    def __init__(self, pipelines, outbound=None, store=None, deliverer=None):
+    def __init__(self, pipelines, outbound=None, store=None, deliverer=None, admin=None):
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(p.path, {}).update({m: p for m in p.methods})
         self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
         self.outbound = outbound or Outbound()
         self.store, self.deliverer = store, deliverer
+        self.admin = admin          # (prefix, token) or None: the admin endpoints are off
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
@@ -76,11 +77,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw")
+                 "decoder", "raw", "admin_path")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
-        self.pipeline = self.early = self.decoder = None
+        self.pipeline = self.early = self.decoder = self.admin_path = None
         self.chunks, self.size, self.raw = [], 0, b""
 
     def headers_received(self, start_line, headers):
@@ -88,7 +89,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
         path = start_line.path.partition("?")[0]
         route, self.params = self.app.router.match(path)
         method = start_line.method
-        if route is None:
+        admin = self.app.admin
+        if route is None and admin is not None and path.startswith(admin[0] + "/"):
+            self.admin_path = path[len(admin[0]):]
+            self.conn.set_max_body_size(65536)
+        elif route is None:
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
         elif method in route.by_method:
             self.pipeline = route.by_method[method]
@@ -154,6 +159,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
             status, body, *extra = self.early
             self.send(status, body, CONTENT_TYPE if body else None, extra[0].items() if extra else ())
             return
+        if self.admin_path is not None:
+            task = asyncio.get_running_loop().create_task(self._admin())
+            self.app.tasks.add(task)
+            task.add_done_callback(self.app.tasks.discard)
+            return
         self.app.inflight += 1
         if not self._start():
             self.app.inflight -= 1
@@ -210,6 +220,21 @@ class _Exchange(httputil.HTTPMessageDelegate):
                       CONTENT_TYPE)
             return False
         return True
+
+    async def _admin(self):
+        from .admin import handle_http
+        try:
+            query = _query(self.start.path.partition("?")[2])
+            status, value = await handle_http(self.app.store, self.app.admin[1], self.start.method,
+                                              self.admin_path, query, self.headers.get("Authorization"))
+            if status < 400:
+                self.send(status, dumps_json(value), _JSON)
+                return
+            extra = [("WWW-Authenticate", 'Bearer realm="hookline-admin"')] if status == 401 else []
+            slug = "unauthorized" if status == 401 else "not-found"
+            self.send(*problem(status, slug, value["title"], value["detail"]), CONTENT_TYPE, extra)
+        except Exception as exc:
+            self._fail(exc)
 
     def _context(self):
         if not self._read_raw():
