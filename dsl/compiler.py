@@ -220,8 +220,11 @@ def _compile(cc):
     receive = data["receive"]
     params = _path_params(cc, receive["path"])
     checks = tuple(_check(cc, part) for part in CHECK_ORDER if part in data.get("validate", {}))
-    dedupe = _dedupe(cc, receive) if "dedupe" in receive else None
     verifier = _verifier(cc, receive["verify"]) if "verify" in receive else None
+    if "dedupe" in receive:
+        dedupe = _dedupe(cc, receive)
+    else:   # replay protection: a signed delivery id is never processed twice
+        dedupe = Dedupe(None, DEFAULT_DEDUPE_TTL) if verifier is not None else None
     steps = cc.steps(("steps",)) if "steps" in data else ()
     respond = cc.respond(("respond",)) if "respond" in data else None
     branches = tuple(_branch(cc, i, b) for i, b in enumerate(data.get("async", [])))

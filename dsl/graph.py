@@ -132,7 +132,7 @@ class AsyncBranch:
 
 @dataclass(frozen=True, slots=True)
 class Dedupe:
-    key: object             # Expression: the delivery id
+    key: object             # Expression: the delivery id; None: the verify preset's delivery id
     ttl_s: int
 
 

@@ -25,7 +25,7 @@ _PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 async def handle_durable(exchange, ctx) -> None:
     app, pipeline = exchange.app, exchange.pipeline
-    key = _dedupe_key(pipeline, ctx)
+    key = _dedupe_key(pipeline, ctx, exchange.raw)
     if key is not None:
         stored = await _stored(app, key)
         if stored is not None:
@@ -56,10 +56,13 @@ async def handle_durable(exchange, ctx) -> None:
     exchange.send(*answer)
 
 
-def _dedupe_key(pipeline, ctx):
+def _dedupe_key(pipeline, ctx, raw):
     if pipeline.dedupe is None:
         return None
-    value = evaluate(pipeline.dedupe.key, ctx, "receive.dedupe")
+    if pipeline.dedupe.key is None:
+        value = pipeline.verifier.delivery_id(ctx.data["request"]["headers"], raw)
+    else:
+        value = evaluate(pipeline.dedupe.key, ctx, "receive.dedupe")
     return None if value is None else f"{pipeline.name}:{to_text(value)}"
 
 
