@@ -25,6 +25,7 @@ from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
 from .templates import Template, parse
 from .verify import VerifyConfigError, make_verifier
+from .access import AllowIps, Auth, RateLimit, basic_credential, parse_networks
 
 CHECK_ORDER = ("params", "query", "headers", "body")
 _MEDIA = {"json": "application/json", "xml": "application/xml", "text": "text/plain", "csv": "text/csv"}
@@ -228,8 +229,7 @@ def _compile(cc):
     steps = cc.steps(("steps",)) if "steps" in data else ()
     respond = cc.respond(("respond",)) if "respond" in data else None
     branches = tuple(_branch(cc, i, b) for i, b in enumerate(data.get("async", [])))
-    _stray_substitutions(cc, cc.doc.data, ())
-    return Pipeline(
+    pipeline = Pipeline(
         name=data["pipeline"], file=cc.doc.file, description=data.get("description", ""),
         path=receive["path"], methods=frozenset(receive.get("methods", ["POST"])),
         max_body_bytes=receive.get("max_body_bytes", DEFAULT_MAX_BODY), checks=checks,
@@ -237,7 +237,49 @@ def _compile(cc):
         param_names=params, branches=branches, dedupe=dedupe, verifier=verifier,
         content_types=frozenset(t.lower() for t in receive.get("content_types", ())),
         accept_raw=any(not _parseable(t) for t in receive.get("content_types", ())),
-        cors=_cors(receive) if "cors" in receive else None)
+        cors=_cors(receive) if "cors" in receive else None,
+        auth=_auth(cc, receive["auth"], data["pipeline"]) if "auth" in receive else None,
+        allow_ips=_allow_ips(cc, receive["allow_ips"]) if "allow_ips" in receive else None,
+        rate_limit=_rate_limit(cc, receive["rate_limit"]) if "rate_limit" in receive else None)
+    _stray_substitutions(cc, cc.doc.data, ())
+    return pipeline
+
+
+def _secret(cc, path) -> str:
+    """A credential from ${env:…}/${file:…} (a literal one is a warning)."""
+    if not any(p.kind in ("env", "file") for p in parse(cc.get(path))):
+        cc.error(path, "literal-secret", "a secret written in the file leaks with it; use ${env:NAME} "
+                 "or ${file:PATH}", severity="warning")
+    template = cc.template(path, url=False)
+    return template.render({}) if template is not None and template.is_static else ""
+
+
+def _auth(cc, spec, realm):
+    base = ("receive", "auth")
+    if "bearer" in spec:
+        tokens = [_secret(cc, base + ("bearer", i)) for i in range(len(spec["bearer"]))]
+        return Auth("bearer", tuple(f"Bearer {t}".encode() for t in tokens), "", realm)
+    if "basic" in spec:
+        pairs = [(p["user"], _secret(cc, base + ("basic", i, "password"))) for i, p in enumerate(spec["basic"])]
+        return Auth("basic", tuple(basic_credential(u, pw) for u, pw in pairs), "", realm)
+    key = spec["api_key"]
+    keys = tuple(_secret(cc, base + ("api_key", "keys", i)).encode() for i in range(len(key["keys"])))
+    scheme = "header" if "header" in key else "query"
+    name = key["header"].lower() if scheme == "header" else key["query"]
+    return Auth(scheme, keys, name, realm)
+
+
+def _allow_ips(cc, values):
+    nets, problems = parse_networks(values)
+    for i, message in problems:
+        cc.error(("receive", "allow_ips", i), "bad-value", message)
+    return AllowIps(nets)
+
+
+def _rate_limit(cc, spec):
+    key = cc.expr(("receive", "rate_limit", "key")) if "key" in spec else None
+    burst = spec.get("burst") or max(1, int(spec["per_s"]))
+    return RateLimit(float(spec["per_s"]), burst, key)
 
 
 def _cors(receive):
@@ -337,4 +379,5 @@ def _stray_substitutions(cc, node, path):
         m = re.search(r"\$\{(env|file):", node)
         if m:
             cc.error(path, "substitution-not-allowed",
-                     "${env:…} and ${file:…} are substituted only in call url and headers", offset=m.start())
+                     "${env:…} and ${file:…} are substituted only in call url and headers, verify "
+                     "secrets and auth credentials", offset=m.start())

@@ -175,6 +175,9 @@ class Pipeline:
     content_types: frozenset = frozenset()   # accepted media types; empty = every parseable type
     accept_raw: bool = False
     cors: Cors | None = None
+    auth: object = None          # dsl.access.Auth
+    allow_ips: object = None     # dsl.access.AllowIps
+    rate_limit: object = None    # dsl.access.RateLimit
 
     @property
     def durable(self) -> bool:

@@ -107,6 +107,31 @@ RECEIVE = doc(strict({
         "max_age_s": doc({"type": "integer", "minimum": 0, "default": 600},
                          "How long a browser may cache the preflight answer, in seconds (default 600)."),
     }, required=["origins"]), "Let browsers on other origins call this endpoint (CORS, with preflight)."),
+    "auth": doc(strict({
+        "bearer": doc({"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                      "Accepted bearer tokens (`Authorization: Bearer <token>`); `${env:…}`/`${file:…}`."),
+        "basic": doc({"type": "array", "minItems": 1, "items": strict({
+            "user": doc({"type": "string", "minLength": 1}, "User name."),
+            "password": doc({"type": "string", "minLength": 1}, "Password; `${env:…}`/`${file:…}`."),
+        }, required=["user", "password"])}, "Accepted HTTP Basic user/password pairs."),
+        "api_key": doc(strict({
+            "header": doc({"type": "string", "minLength": 1}, "Header that carries the key."),
+            "query": doc({"type": "string", "minLength": 1}, "Query parameter that carries the key."),
+            "keys": doc({"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                        "Accepted keys; `${env:…}`/`${file:…}`."),
+        }, required=["keys"], oneOf=[{"required": ["header"]}, {"required": ["query"]}]),
+            "An API key in a header or a query parameter (one of the two)."),
+    }, oneOf=[{"required": ["bearer"]}, {"required": ["basic"]}, {"required": ["api_key"]}]),
+        "Require credentials: exactly one of bearer, basic, api_key; 401 without them."),
+    "allow_ips": doc({"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 2}},
+                     "Client addresses allowed (IPs or CIDR networks); others get 403. Behind a proxy, "
+                     "start the server with `--trusted-proxies`."),
+    "rate_limit": doc(strict({
+        "per_s": doc({"type": "number", "exclusiveMinimum": 0}, "Sustained requests per second per key."),
+        "burst": doc({"type": "integer", "minimum": 1}, "Requests allowed at once (default: per_s, at least 1)."),
+        "key": expression("What a bucket is per (default: the client address); sees "
+                          "`request.headers` and `request.client`."),
+    }, required=["per_s"]), "Token bucket; over the limit → 429 with Retry-After."),
     "verify": {"$ref": "#/definitions/verify"},
     "dedupe": doc(strict({
         "key": expression("The delivery id, e.g. `request.headers.\"webhook-id\"`; null means no dedupe."),

@@ -40,6 +40,9 @@ def _parser():
     serve.add_argument("--admin-prefix", metavar="PATH",
                        help="serve the admin JSON endpoints under PATH (e.g. /_hookline); off by default; "
                             "needs HOOKLINE_ADMIN_TOKEN in the environment")
+    serve.add_argument("--trusted-proxies", default="", metavar="CIDR,...",
+                       help="proxies whose X-Forwarded-For/Forwarded names the client (for allow_ips, "
+                            "rate_limit); default none: the socket address is the client")
     serve.set_defaults(func=_serve)
     lint = sub.add_parser("lint", help="check pipeline files; print every problem")
     lint.add_argument("paths", nargs="+", metavar="PATH")
@@ -156,6 +159,11 @@ def _serve(args) -> int:
         print(f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
               f"(workers={args.workers})", file=sys.stderr, flush=True)
 
+    from dsl.access import parse_networks
+    trusted, bad = parse_networks([c for c in args.trusted_proxies.split(",") if c.strip()])
+    if bad:
+        print(f"hookline serve: --trusted-proxies: {bad[0][1]}", file=sys.stderr)
+        return 2
     admin = None
     if args.admin_prefix:
         token = os.environ.get("HOOKLINE_ADMIN_TOKEN", "")
@@ -166,7 +174,7 @@ def _serve(args) -> int:
         admin = (args.admin_prefix.rstrip("/"), token)
     return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
                  store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
-                 admin=admin)
+                 admin=admin, trusted=trusted)
 
 
 def _schema(args) -> int:

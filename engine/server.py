@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ import orjson
 from tornado import httputil
 
 from dsl.graph import NO_BODY
+from dsl.templates import to_text
 from dsl.verify import VerifyError
 from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
@@ -39,7 +41,7 @@ _JSON = "application/json"
 class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
-    def __init__(self, pipelines, outbound=None, store=None, deliverer=None, admin=None):
+    def __init__(self, pipelines, outbound=None, store=None, deliverer=None, admin=None, trusted=()):
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(p.path, {}).update({m: p for m in p.methods})
@@ -47,9 +49,22 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.outbound = outbound or Outbound()
         self.store, self.deliverer = store, deliverer
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
+        self.trusted = trusted      # networks whose X-Forwarded-For is believed
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
+
+    def client_address(self, conn, headers) -> str | None:
+        """The socket peer, or — when it is a trusted proxy — the nearest untrusted
+        address in X-Forwarded-For / Forwarded."""
+        peer = getattr(getattr(conn, "context", None), "remote_ip", None)
+        if not self.trusted or not _in(peer, self.trusted):
+            return peer
+        hops = _forwarded(headers)
+        for hop in reversed(hops):
+            if not _in(hop, self.trusted):
+                return hop
+        return hops[0] if hops else peer
 
     def start_request(self, server_conn, request_conn):
         return _Exchange(self, request_conn)
@@ -97,7 +112,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
         elif method in route.by_method:
             self.pipeline = route.by_method[method]
-            self._check_length(headers)
+            if self.pipeline.auth or self.pipeline.allow_ips or self.pipeline.rate_limit:
+                self._check_access(headers)
+            if self.early is None:
+                self._check_length(headers)
             if self.early is None:
                 self._check_encoding(headers)
         elif method == "OPTIONS":
@@ -114,6 +132,31 @@ class _Exchange(httputil.HTTPMessageDelegate):
                 self.conn.set_max_body_size(MAX_DISCARD)
         else:
             self.conn.set_max_body_size(max(self.pipeline.max_body_bytes, MAX_DISCARD))
+
+    def _check_access(self, headers):
+        """allow_ips, then rate_limit, then auth: refused before the body is read."""
+        p = self.pipeline
+        client = self.app.client_address(self.conn, headers)
+        denied = p.allow_ips.check(client) if p.allow_ips else None
+        if denied is None and p.rate_limit:
+            denied = p.rate_limit.take(self._rate_key(client, headers))
+        if denied is None and p.auth:
+            denied = p.auth.check(_headers(headers), _query(self.start.path.partition("?")[2]))
+        if denied is not None:
+            if denied.status != 429:
+                log.warning("pipeline %s: %s refused: %s", p.name, client, denied.slug)
+            self.early = problem(denied.status, denied.slug, denied.title, denied.detail) + (dict(denied.headers),)
+            self.chunks = None
+
+    def _rate_key(self, client, headers) -> str:
+        key = self.pipeline.rate_limit.key
+        if key is None:
+            return client or ""
+        doc = {"request": {"headers": _headers(headers), "client": client}, "steps": {}}
+        try:
+            return to_text(key.search(doc))
+        except Exception:
+            return client or ""
 
     def _check_encoding(self, headers):
         """415 for a Content-Type the pipeline does not take; a decoder for Content-Encoding."""
@@ -394,6 +437,30 @@ def _preflight(route, headers) -> dict:
     return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": cors.methods,
             "Access-Control-Allow-Headers": cors.headers, "Access-Control-Max-Age": cors.max_age,
             "Vary": "Origin"}
+
+
+def _in(address, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def _forwarded(headers) -> list[str]:
+    """Client addresses from X-Forwarded-For (or RFC 7239 Forwarded for=), nearest last."""
+    xff = headers.get_list("X-Forwarded-For")
+    if xff:
+        return [h.strip() for value in xff for h in value.split(",") if h.strip()]
+    out = []
+    for value in headers.get_list("Forwarded"):
+        for element in value.split(","):
+            for pair in element.split(";"):
+                name, _, hop = pair.strip().partition("=")
+                if name.lower() == "for":
+                    out.append(hop.strip('"').split("]:")[0].strip("[").rsplit(":", 1)[0]
+                               if hop.count(":") == 1 else hop.strip('"[]'))
+    return out
 
 
 def _negotiated(value, accept, offered):
