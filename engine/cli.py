@@ -40,6 +40,9 @@ def _parser():
     serve.add_argument("--admin-prefix", metavar="PATH",
                        help="serve the admin JSON endpoints under PATH (e.g. /_hookline); off by default; "
                             "needs HOOKLINE_ADMIN_TOKEN in the environment")
+    serve.add_argument("--allow-hosts", default="", metavar="HOST,...",
+                       help="restrict call destinations (and redirects) to these hosts; default: any host "
+                            "written in the pipelines")
     serve.add_argument("--trusted-proxies", default="", metavar="CIDR,...",
                        help="proxies whose X-Forwarded-For/Forwarded names the client (for allow_ips, "
                             "rate_limit); default none: the socket address is the client")
@@ -174,7 +177,8 @@ def _serve(args) -> int:
         admin = (args.admin_prefix.rstrip("/"), token)
     return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
                  store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
-                 admin=admin, trusted=trusted)
+                 admin=admin, trusted=trusted,
+                 allow_hosts=tuple(h.strip() for h in args.allow_hosts.split(",") if h.strip()))
 
 
 def _schema(args) -> int:

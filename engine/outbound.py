@@ -20,9 +20,10 @@ class Outbound:
     """``await request(method, url, headers, body, timeout_s, max_bytes)`` →
     ``(status, {lower-case header: value}, body bytes)``; failures raise CallError."""
 
-    def __init__(self, limit: int = 256):
+    def __init__(self, limit: int = 256, allow_hosts=()):
         self._session = None
         self._limit = limit
+        self.allow_hosts = frozenset(h.lower() for h in allow_hosts)   # empty: any static destination
 
     def _get(self):
         if self._session is None or self._session.closed:
@@ -31,19 +32,42 @@ class Outbound:
                                                   skip_auto_headers=("User-Agent",))
         return self._session
 
-    async def request(self, method, url, headers, body, timeout_s, max_bytes):
+    async def request(self, method, url, headers, body, timeout_s, max_bytes, redirects=0):
+        """One call; ``redirects`` > 0 follows that many redirects, only to the same host
+        or to an allowed one (303 turns into GET without a body)."""
+        target, origin = yarl.URL(url, encoded=True), None
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._get().request(method, yarl.URL(url, encoded=True), headers=headers, data=body,
-                                           timeout=timeout,
-                                           allow_redirects=False) as resp:
-                raw = await _read_capped(resp, max_bytes)
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-                return resp.status, headers, raw
+            async with asyncio.timeout(timeout_s):
+                for _ in range(redirects + 1):
+                    self._allowed(target, origin)
+                    status, rheaders, raw = await self._once(method, target, headers, body, timeout, max_bytes)
+                    location = rheaders.get("location") if status in (301, 302, 303, 307, 308) else None
+                    if not redirects or location is None:
+                        return status, rheaders, raw
+                    origin, target = origin or target, target.join(yarl.URL(location))
+                    if status == 303 or (status in (301, 302) and method == "POST"):
+                        method, body = "GET", None
+                return status, rheaders, raw
         except (asyncio.TimeoutError, TimeoutError):
             raise CallError("timeout", f"no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise CallError("unreachable", f"destination unreachable ({type(exc).__name__})") from None
+
+    def _allowed(self, target, origin):
+        host = (target.host or "").lower()
+        if self.allow_hosts and host not in self.allow_hosts:
+            raise CallError("forbidden", f"destination host {host} is not in --allow-hosts")
+        if origin is not None and host != (origin.host or "").lower() and host not in self.allow_hosts:
+            raise CallError("forbidden", "redirect to another host refused")
+        if target.scheme not in ("http", "https"):
+            raise CallError("forbidden", "redirect to a non-HTTP URL refused")
+
+    async def _once(self, method, target, headers, body, timeout, max_bytes):
+        async with self._get().request(method, target, headers=headers, data=body, timeout=timeout,
+                                       allow_redirects=False) as resp:
+            raw = await _read_capped(resp, max_bytes)
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw
 
     async def close(self):
         if self._session is not None:

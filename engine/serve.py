@@ -25,12 +25,12 @@ log = logging.getLogger("hookline")
 
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,
           ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
-          visibility_s: float = 60.0, admin=None, trusted=()) -> int:
+          visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=()) -> int:
     sockets = bind_sockets(port, host, reuse_port=False)
     if ready:
         ready(sockets)
     options = {"shutdown_timeout": shutdown_timeout, "store_url": store_url, "max_backlog": max_backlog,
-               "visibility_s": visibility_s, "admin": admin, "trusted": trusted}
+               "visibility_s": visibility_s, "admin": admin, "trusted": trusted, "allow_hosts": allow_hosts}
     if workers <= 1:
         return asyncio.run(_worker(pipelines, sockets, **options))
     return _supervise(pipelines, sockets, workers, options)
@@ -50,8 +50,8 @@ async def _open_delivery(pipelines, store_url, max_backlog, outbound, visibility
 
 
 async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog, visibility_s, admin,
-                  trusted) -> int:
-    outbound = Outbound()
+                  trusted, allow_hosts) -> int:
+    outbound = Outbound(allow_hosts=allow_hosts)
     store, deliverer, delivering = await _open_delivery(pipelines, store_url, max_backlog, outbound,
                                                         visibility_s, admin)
     app = App(pipelines, outbound, store, deliverer, admin, trusted)

@@ -35,6 +35,7 @@ from .router import Router
 log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
 MAX_ERRORS = 50
+MAX_HEADERS = 100                # header fields per request; more → 431
 _JSON = "application/json"
 
 
@@ -101,6 +102,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line, headers):
         self.start, self.headers = start_line, headers
+        if sum(1 for _ in headers.get_all()) > MAX_HEADERS:
+            self.early = problem(431, "too-many-headers", "Request Header Fields Too Large",
+                                 f"more than {MAX_HEADERS} header fields")
+            return
         path = start_line.path.partition("?")[0]
         route, self.params = self.app.router.match(path)
         method = start_line.method

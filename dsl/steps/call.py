@@ -50,6 +50,9 @@ SCHEMA = doc(strict({
     "on_error": doc({"type": "string", "enum": ["fail", "continue"], "default": "fail"},
                     "`fail` (default): unreachable/timeout/5xx ends the request with 502/504. "
                     "`continue`: the failure becomes the step's output, for a `route` to handle."),
+    "follow_redirects": doc({"type": "integer", "minimum": 0, "maximum": 10, "default": 0},
+                            "Redirects to follow (default 0: a 3xx is the output). Only to the same host "
+                            "or a host in `serve --allow-hosts`."),
     "max_response_bytes": doc({"type": "integer", "minimum": 1, "default": DEFAULT_MAX_RESPONSE},
                               "Largest destination response accepted (default 10 MiB); larger is a 502."),
 }, required=["url"]), "Call a destination app over HTTP.")
@@ -69,6 +72,7 @@ class Call:
     fail: bool
     max_bytes: int
     where: str
+    redirects: int = 0
     is_async = True
 
     def run(self, ctx):  # pragma: no cover - the runner always awaits arun
@@ -78,7 +82,7 @@ class Call:
         url, headers, body = self._request(ctx)
         try:
             status, rheaders, raw = await ctx.http.request(
-                self.method, url, headers, body, self.timeout_s, self.max_bytes)
+                self.method, url, headers, body, self.timeout_s, self.max_bytes, self.redirects)
         except CallError as exc:
             ctx.steps[self.id] = self._failed(ctx, exc.kind, 0, exc.detail)
             return
@@ -169,4 +173,5 @@ def compile(cc, path, step_id):
         fail=spec.get("on_error", "fail") == "fail",
         max_bytes=int(spec.get("max_response_bytes", DEFAULT_MAX_RESPONSE)),
         where=cc.where(path, step_id),
+        redirects=int(spec.get("follow_redirects", 0)),
     )
