@@ -15,14 +15,16 @@ _PARAM = re.compile(r"\{[^{}]*\}")
 
 
 def pipeline_files(paths) -> list[Path]:
-    """The pipeline files named by ``paths`` (directories are searched
-    recursively for ``*.yaml``/``*.yml``, skipping ``*_test.yaml``)."""
+    """The pipeline files named by ``paths``: directories are searched
+    recursively for ``*.yaml``/``*.yml``, skipping ``*_test.yaml``, hidden
+    folders and folders named ``schemas`` (JSON Schemas referenced by ``$ref``)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
             files += [f for f in sorted(p.rglob("*.y*ml"))
                       if f.suffix in (".yaml", ".yml") and not f.stem.endswith("_test")
-                      and not any(part.startswith(".") for part in f.parts)]
+                      and not any(part.startswith(".") or part == "schemas"
+                                  for part in f.relative_to(p).parts[:-1])]
         else:
             files.append(p)
     return files

@@ -140,7 +140,7 @@ RECEIVE = doc(strict({
     }, required=["key"]), "Answer a repeated delivery with the first delivery's response and run nothing twice."),
 }, required=["path"]), "Where and how the pipeline receives requests.")
 
-SCHEMA_SOURCE = doc({"type": "object"},
+SCHEMA_SOURCE = doc({"type": ["object", "boolean"]},
                     "A JSON Schema, inline, or `{$ref: path/to/schema.json}` relative to this file.",
                     defaultSnippets=[{"label": "$ref", "body": {"$ref": "${1:schemas/x.schema.json}"}}])
 

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from jmespath.exceptions import JMESPathError
+
 from .runtime import StepFailed, dumps_json
 
 _TOKEN = re.compile(r"\$\{(env|file):([^}]*)\}|\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -99,7 +101,11 @@ class Template:
             if isinstance(part, str):
                 out.append(part)
             else:
-                text = to_text(part.search(data))
+                try:
+                    text = to_text(part.search(data))
+                except JMESPathError:
+                    raise StepFailed(422, "Expression failed", "a {expression} in a call URL or header "
+                                     "could not be evaluated on this request") from None
                 out.append(_segment(text) if self.url else text)
         return "".join(out)
 

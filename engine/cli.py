@@ -163,6 +163,12 @@ def _serve(args) -> int:
               f"(workers={args.workers})", file=sys.stderr, flush=True)
 
     from dsl.access import parse_networks
+    from .queue import open_store
+    try:
+        open_store(args.store)          # an unknown scheme is a usage error, before serving
+    except ValueError as exc:
+        print(f"hookline serve: --store: {exc}", file=sys.stderr)
+        return 2
     trusted, bad = parse_networks([c for c in args.trusted_proxies.split(",") if c.strip()])
     if bad:
         print(f"hookline serve: --trusted-proxies: {bad[0][1]}", file=sys.stderr)

@@ -41,7 +41,7 @@ async def handle_durable(exchange, ctx) -> None:
         run_steps(pipeline.steps, ctx)
     delivery = uuid.uuid4().hex
     jobs = _jobs(pipeline, ctx, delivery)
-    answer = exchange.response(ctx, default=_accepted(delivery) if pipeline.branches else None)
+    answer = exchange.response(ctx, default=_accepted(delivery, app.admin) if pipeline.branches else None)
     dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
     try:
         stored = await app.store.enqueue(jobs, dedupe=dedupe)
@@ -100,9 +100,12 @@ def _persisted(data):
     return {"request": request, "steps": data["steps"]}
 
 
-def _accepted(delivery):
+def _accepted(delivery, admin):
+    """202 with the delivery id; Location points at the admin endpoint when it is on
+    (otherwise: ``hookline deliveries show ID``)."""
     body = orjson.dumps({"id": delivery})
-    return 202, body, "application/json", [("Location", f"/_hookline/deliveries/{delivery}")]
+    location = [("Location", f"{admin[0]}/deliveries/{delivery}")] if admin else []
+    return 202, body, "application/json", location
 
 
 def _unavailable(detail):

@@ -48,6 +48,8 @@ class Outbound:
                     origin, target = origin or target, target.join(yarl.URL(location))
                     if status == 303 or (status in (301, 302) and method == "POST"):
                         method, body = "GET", None
+                    if (target.host or "").lower() != (origin.host or "").lower():
+                        headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
                 return status, rheaders, raw
         except (asyncio.TimeoutError, TimeoutError):
             raise CallError("timeout", f"no answer within {timeout_s:g} s") from None
@@ -72,6 +74,9 @@ class Outbound:
     async def close(self):
         if self._session is not None:
             await self._session.close()
+
+
+_CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
 
 
 async def _read_capped(resp, max_bytes: int) -> bytes:

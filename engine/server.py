@@ -30,7 +30,7 @@ from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import FORMATS, BodyError, NotAcceptable, negotiate, parse_body, serialise
 from .outbound import Outbound
 from .problems import CONTENT_TYPE, problem
-from .router import Router
+from .router import Router, shape
 
 log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
@@ -45,7 +45,7 @@ class App(httputil.HTTPServerConnectionDelegate):
     def __init__(self, pipelines, outbound=None, store=None, deliverer=None, admin=None, trusted=()):
         by_path: dict = {}
         for p in pipelines:
-            by_path.setdefault(p.path, {}).update({m: p for m in p.methods})
+            by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
         self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
         self.outbound = outbound or Outbound()
         self.store, self.deliverer = store, deliverer
@@ -117,6 +117,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
         elif method in route.by_method:
             self.pipeline = route.by_method[method]
+            self.params = dict(zip(self.pipeline.param_names, self.params))
             if self.pipeline.auth or self.pipeline.allow_ips or self.pipeline.rate_limit:
                 self._check_access(headers)
             if self.early is None:

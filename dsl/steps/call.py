@@ -100,12 +100,14 @@ class Call:
             from urllib.parse import urlencode
             url += ("&" if "?" in url else "?") + urlencode(query)
         headers = {name: _one_line(t.render(data)) for name, t in self.headers}
-        if ctx.job:
-            headers.setdefault("Idempotency-Key", f"{ctx.job}.{self.id}")
+        named = {name.lower() for name in headers}
+        if ctx.job and "idempotency-key" not in named:
+            headers["Idempotency-Key"] = f"{ctx.job}.{self.id}"
         body = None
         if self.body is not None:
             body = dumps_json(evaluate(self.body, ctx, self.where))
-            headers.setdefault("Content-Type", "application/json")
+            if "content-type" not in named:
+                headers["Content-Type"] = "application/json"
         return url, headers, body
 
     def _failed(self, ctx, kind, status, detail, retry_after=None):
