@@ -56,10 +56,10 @@ def coercions(schema, lower=False) -> tuple:
     props = schema.get("properties", {}) if isinstance(schema, dict) else {}
     for name, sub in props.items():
         types, is_array = _types(sub), False
-        if types == ("array",) and isinstance(sub.get("items"), dict):
-            types, is_array = _types(sub["items"]), True
-        wanted = tuple(t for t in types if t in _COERCIBLE)
-        if (wanted or is_array) and "string" not in types:
+        if types == ("array",):
+            types, is_array = _types(sub.get("items")), True
+        wanted = tuple(t for t in types if t in _COERCIBLE) if "string" not in types else ()
+        if wanted or is_array:
             out.append((name.lower() if lower else name, wanted, is_array))
     return tuple(out)
 

@@ -181,7 +181,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             try:
                 self.decoder = Decoder(coding, self.pipeline.max_body_bytes)
             except BodyError as exc:
-                self.early = exc.problem()
+                self.early = exc.problem() + (dict(exc.headers),)
 
     def _too_large(self):
         limit = self.pipeline.max_body_bytes
@@ -383,12 +383,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if self.conn is None:
             return
         cors = self.pipeline.cors if self.pipeline is not None else None
-        if cors is not None:
+        if cors is not None:     # the answer depends on Origin whether or not this one is allowed
             origin = cors.allow(self.headers.get("Origin"))
-            if origin is not None:
-                headers = [*headers, ("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
-        if content_type == CONTENT_TYPE and "Accept" in self.headers:
-            body, content_type = _problem_as(body, self.headers["Accept"])
+            allow = [("Access-Control-Allow-Origin", origin)] if origin is not None else []
+            headers = [*headers, *allow, ("Vary", "Origin")]
+        if content_type == CONTENT_TYPE:
+            headers = [*headers, ("Vary", "Accept")]
+            if "Accept" in self.headers:
+                body, content_type = _problem_as(body, self.headers["Accept"])
         out = httputil.HTTPHeaders()
         if len(body) >= MIN_COMPRESS_BYTES:
             body = self._compressed(body, out)
@@ -471,7 +473,7 @@ def _forwarded(headers) -> list[str]:
 
 def _negotiated(value, accept, offered):
     """Serialise ``value`` as the best acceptable offered format; 406 when none fits."""
-    offered = tuple(offered)
+    offered = all_offered = tuple(offered)
     while offered:
         media = negotiate(accept, offered)
         if media is None:
@@ -480,8 +482,9 @@ def _negotiated(value, accept, offered):
             return serialise(value, FORMATS[media]) if media != _JSON else (dumps_json(value), _JSON)
         except (NotAcceptable, TypeError):
             offered = tuple(m for m in offered if m != media)
-    raise StepFailed(406, "Not Acceptable", "no acceptable format for this response; acceptable: "
-                     "application/json, application/xml, text/plain, text/csv (lists of flat objects)")
+    raise StepFailed(406, "Not Acceptable", "no acceptable format for this response; this endpoint "
+                     "answers " + ", ".join(all_offered) + (" (CSV for lists of flat objects)"
+                                                            if "text/csv" in all_offered else ""))
 
 
 def _forced(value, content_type: str) -> bytes:
