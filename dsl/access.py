@@ -49,6 +49,9 @@ class Auth:
     def _presented(self, headers, query):
         if self.scheme in ("bearer", "basic"):
             value = headers.get("authorization")
+            if isinstance(value, str):      # the scheme name is case-insensitive (RFC 9110 §11.1)
+                scheme, _, rest = value.strip().partition(" ")
+                value = f"{scheme.capitalize()} {rest.strip()}"
         elif self.scheme == "header":
             value = headers.get(self.name)
         else:

@@ -8,6 +8,7 @@ for dedupe) in one commit, and only then answer.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -24,16 +25,43 @@ _PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 
 async def handle_durable(exchange, ctx) -> None:
+    """Copies of one delivery arriving together in this process wait for the
+    first and answer as it did, so the steps run once. (Across processes the
+    store's dedupe commit decides which copy's jobs count; the steps of a
+    losing copy may have run — see docs/delivery.md.)"""
+    app = exchange.app
+    key = _dedupe_key(exchange.pipeline, ctx, exchange.raw)
+    if key is None:
+        await _handle(exchange, ctx, None)
+        return
+    running = _RUNNING.get(key)
+    if running is not None:
+        exchange.send(*await asyncio.shield(running))
+        return
+    future = _RUNNING[key] = asyncio.get_running_loop().create_future()
+    try:
+        answer = await _handle(exchange, ctx, key)
+        future.set_result(answer)
+    except BaseException:
+        future.set_result(_unavailable("the first copy of this delivery failed; retry later"))
+        raise
+    finally:
+        _RUNNING.pop(key, None)
+
+
+_RUNNING: dict = {}   # dedupe key -> future answer of the copy being handled in this process
+
+
+async def _handle(exchange, ctx, key):
+    """Handle one request; return the answer sent (for concurrent copies)."""
     app, pipeline = exchange.app, exchange.pipeline
-    key = _dedupe_key(pipeline, ctx, exchange.raw)
     if key is not None:
         stored = await _stored(app, key)
         if stored is not None:
             exchange.send(*stored)
-            return
+            return stored
     if pipeline.branches and app.deliverer is not None and app.deliverer.full:
-        exchange.send(*_unavailable("the delivery backlog is full; retry later"))
-        return
+        return _send(exchange, _unavailable("the delivery backlog is full; retry later"))
     if pipeline.is_async:
         ctx.http = app.outbound
         await arun_steps(pipeline.steps, ctx)
@@ -46,14 +74,17 @@ async def handle_durable(exchange, ctx) -> None:
     try:
         stored = await app.store.enqueue(jobs, dedupe=dedupe)
     except StoreUnavailable:
-        exchange.send(*_unavailable("the request could not be stored; retry later"))
-        return
-    if stored is False:          # a concurrent copy of this delivery committed first: answer as it did
-        exchange.send(*(await _stored(app, key) or answer))
-        return
+        return _send(exchange, _unavailable("the request could not be stored; retry later"))
+    if stored is False:          # a copy in another process committed first: answer as it did
+        return _send(exchange, await _stored(app, key) or answer)
     if jobs and app.deliverer is not None:
         app.deliverer.wake.set()
+    return _send(exchange, answer)
+
+
+def _send(exchange, answer):
     exchange.send(*answer)
+    return answer
 
 
 def _dedupe_key(pipeline, ctx, raw):
@@ -83,20 +114,25 @@ def _encode(answer) -> bytes:
 
 
 def _jobs(pipeline, ctx, delivery):
+    """One job per branch whose ``when`` holds, all sharing one persisted context."""
     chosen = [b for b in pipeline.branches if b.when is None or truthy(evaluate(b.when, ctx, f"async '{b.id}'"))]
     if not chosen:
         return []
     now = time.time()
-    payload = orjson.dumps(_persisted(ctx.data))
+    payload = orjson.dumps(_persisted(ctx.data, pipeline.auth))
     return [Job(id=uuid.uuid4().hex, delivery=delivery, pipeline=pipeline.name, branch=b.id,
                 payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
             for b in chosen]
 
 
-def _persisted(data):
-    """The context as stored: credentials the sender used are not kept."""
+def _persisted(data, auth):
+    """The context as stored: credentials the sender used are not kept (the
+    usual headers, and the pipeline's API key header or query parameter)."""
     request = dict(data["request"])
-    request["headers"] = {k: v for k, v in request["headers"].items() if k not in _PRIVATE_HEADERS}
+    private = _PRIVATE_HEADERS + ((auth.name,) if auth is not None and auth.scheme == "header" else ())
+    request["headers"] = {k: v for k, v in request["headers"].items() if k not in private}
+    if auth is not None and auth.scheme == "query":
+        request["query"] = {k: v for k, v in request["query"].items() if k != auth.name}
     return {"request": request, "steps": data["steps"]}
 
 

@@ -162,7 +162,7 @@ def _codec(charset: str) -> str:
     """The Python codec for a charset label, or 400 bad-charset (binary and Python-only codecs too)."""
     try:
         info = codecs.lookup(charset)
-    except LookupError:
+    except (LookupError, ValueError):     # ValueError: a NUL in the label
         info = None
     if info is None or not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
         raise BodyError(400, "bad-charset", "Unknown charset", f"unknown charset {charset[:60]!r}")

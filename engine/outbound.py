@@ -48,7 +48,7 @@ class Outbound:
                     origin, target = origin or target, target.join(yarl.URL(location))
                     if status == 303 or (status in (301, 302) and method == "POST"):
                         method, body = "GET", None
-                    if (target.host or "").lower() != (origin.host or "").lower():
+                    if _site(target) != _site(origin):
                         headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
                 return status, rheaders, raw
         except (asyncio.TimeoutError, TimeoutError):
@@ -60,8 +60,8 @@ class Outbound:
         host = (target.host or "").lower()
         if self.allow_hosts and host not in self.allow_hosts:
             raise CallError("forbidden", f"destination host {host} is not in --allow-hosts")
-        if origin is not None and host != (origin.host or "").lower() and host not in self.allow_hosts:
-            raise CallError("forbidden", "redirect to another host refused")
+        if origin is not None and _site(target) != _site(origin) and host not in self.allow_hosts:
+            raise CallError("forbidden", "redirect to another host, port or scheme refused")
         if target.scheme not in ("http", "https"):
             raise CallError("forbidden", "redirect to a non-HTTP URL refused")
 
@@ -77,6 +77,10 @@ class Outbound:
 
 
 _CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
+
+
+def _site(url) -> tuple:
+    return url.scheme, (url.host or "").lower(), url.port
 
 
 async def _read_capped(resp, max_bytes: int) -> bytes:

@@ -466,9 +466,15 @@ def _forwarded(headers) -> list[str]:
             for pair in element.split(";"):
                 name, _, hop = pair.strip().partition("=")
                 if name.lower() == "for":
-                    out.append(hop.strip('"').split("]:")[0].strip("[").rsplit(":", 1)[0]
-                               if hop.count(":") == 1 else hop.strip('"[]'))
+                    out.append(_node(hop.strip().strip('"')))
     return out
+
+
+def _node(hop: str) -> str:
+    """An RFC 7239 node without its port: ``[2001:db8::1]:4711`` → ``2001:db8::1``."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    return hop.rsplit(":", 1)[0] if hop.count(":") == 1 else hop
 
 
 def _negotiated(value, accept, offered):
