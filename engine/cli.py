@@ -64,7 +64,7 @@ def _ops_parsers(sub):
                        help="the store of the server (default sqlite:hookline.db)")
     deliveries = sub.add_parser("deliveries", help="list or show async deliveries and their jobs")
     dsub = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = dsub.add_parser("list", parents=[store], help="list jobs (newest first)")
+    p = dsub.add_parser("list", parents=[store], help="list jobs (oldest first)")
     p.add_argument("--state", choices=["pending", "leased", "done", "dead"])
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=_ops, op="list")
