@@ -51,7 +51,12 @@ class Proc:
         self.url = url
         self.proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_http(url + "/", self.proc)
+        try:
+            wait_http(url + "/", self.proc, timeout=30)
+        except BaseException:
+            self.proc.kill()        # never leave a server behind when it did not come up
+            self.proc.wait()
+            raise
 
     def stop(self, timeout=10) -> int:
         if self.proc.poll() is None:

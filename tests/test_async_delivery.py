@@ -1,0 +1,585 @@
+"""Async branches end to end: persist, acknowledge, deliver in the background.
+
+Every test starts its own ``hookline serve`` (tests/pipelines/async) and its
+own recording destination: a Tornado app in a thread that records each call
+(request id from the body, ``Idempotency-Key``, arrival and finish times,
+the status it answered), can hold calls at a gate so that deliveries are in
+flight when the test wants them to be, and answers a planned list of
+failures per request id before it succeeds.
+
+The crash tests print the duplicates they measured (run with ``-s``) and
+record them as the junit property ``duplicates``: delivery is at least once,
+so a job whose call reached the destination just before ``kill -9`` is
+delivered again, with the same ``Idempotency-Key``.
+
+Redis cases use the server at 127.0.0.1:6379 with a unique key prefix per
+test; without it they skip, except with CI=true, where they fail.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import requests
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from conftest import HOOKLINE, ROOT, start_hookline
+from engine.queue import open_store
+
+PIPELINES = ROOT / "tests" / "pipelines" / "async"
+DELIVER, DEDUPE, RESPOND, TIMEOUT = (PIPELINES / f"{name}.yaml" for name in
+                                     ("deliver", "dedupe", "respond", "timeout"))
+REDIS = ("127.0.0.1", 6379)
+VISIBILITY_S = 8.0              # `serve --visibility-s` (default 60): longer than any call here (timeout_s: 5)
+POSTERS = 32                    # concurrent client threads
+DROP, SLOW = -1, -2             # planned answers: close the connection; answer 200 after a while
+HOLD_S = 3.0                    # a held call is answered 503 after this (under timeout_s and VISIBILITY_S)
+ADMIN = ("/_hookline", "test-admin-token-0123456789")
+
+
+# --- the recording destination ------------------------------------------------------------------
+
+@dataclass
+class Call:
+    rid: str            # "id" from the JSON body
+    key: str            # Idempotency-Key
+    arrived: float      # time.monotonic()
+    status: int = 0     # what the destination answered (0 while it holds the call)
+    finished: float = 0.0
+
+
+class _Recv(web.RequestHandler):
+    def initialize(self, dest):
+        self.dest = dest
+
+    async def post(self):
+        call = self.dest.arrive(json.loads(self.request.body)["id"], self.request.headers.get("Idempotency-Key", ""))
+        try:
+            await asyncio.wait_for(self.dest.gate.wait(), self.dest.hold_s)
+        except asyncio.TimeoutError:        # held long enough: "try again" keeps leases short
+            status, retry_after = 503, None
+        else:
+            await asyncio.sleep(self.dest.delay_s)
+            status, retry_after = self.dest.answer(call.rid)
+        if status == DROP:
+            call.status, call.finished = DROP, time.monotonic()
+            self.request.connection.close()
+            return
+        if status == SLOW:
+            await asyncio.sleep(retry_after)
+            status, retry_after = 200, None
+        if retry_after is not None:
+            self.set_header("Retry-After", retry_after)
+        self.set_status(status)
+        self.write({"ok": status < 300})
+        call.status, call.finished = status, time.monotonic()
+
+
+class Destination:
+    """``POST /recv`` with a JSON body holding ``id``; records every call in ``calls``.
+
+    ``plan(rid, 503, (429, "1"), 400, DROP, (SLOW, 1.0))`` answers those to
+    the next calls for ``rid`` (a status; one with Retry-After; the connection
+    closed unanswered; 200 after a second), then 200. ``hold()`` keeps calls
+    waiting (recorded on arrival) until ``release()``, or answers them 503
+    after ``hold_s`` when that is set. ``delay_s`` is added to every call.
+    """
+
+    def __init__(self, delay_s: float = 0.0, hold_s: float | None = None):
+        self.delay_s, self.hold_s = delay_s, hold_s
+        self.calls: list[Call] = []
+        self._plans: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._sockets = bind_sockets(0, "127.0.0.1")
+        self.url = f"http://127.0.0.1:{self._sockets[0].getsockname()[1]}"
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "the destination did not start"
+
+    def _run(self, ready):
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        HTTPServer(web.Application([(r"/recv", _Recv, {"dest": self})])).add_sockets(self._sockets)
+        ready.set()
+        self._loop.run_forever()
+
+    def arrive(self, rid, key) -> Call:
+        call = Call(rid, key, time.monotonic())
+        with self._lock:
+            self.calls.append(call)
+        return call
+
+    def answer(self, rid):
+        """(status, Retry-After or None) for the next call of ``rid``."""
+        with self._lock:
+            plan = self._plans.get(rid)
+            planned = plan.pop(0) if plan else 200
+        return planned if isinstance(planned, tuple) else (planned, None)
+
+    def plan(self, rid, *answers):
+        with self._lock:
+            self._plans[rid] = list(answers)
+
+    def hold(self):
+        self._loop.call_soon_threadsafe(self.gate.clear)
+
+    def release(self):
+        self._loop.call_soon_threadsafe(self.gate.set)
+
+    def of(self, rid) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.rid == rid]
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {c.rid for c in self.calls}
+
+    def delivered(self, since: float = 0.0) -> set[str]:
+        """Request ids answered 2xx at least once (in a call that arrived after ``since``)."""
+        with self._lock:
+            return {c.rid for c in self.calls if 200 <= c.status < 300 and c.arrived > since}
+
+    def stop(self):
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def dest():
+    d = Destination()
+    yield d
+    d.release()
+    d.stop()
+
+
+# --- servers, the CLI, clients ------------------------------------------------------------------
+
+class Server:
+    """``hookline serve`` on ``store``; its output is drained (and kept) so it never blocks."""
+
+    def __init__(self, paths, dest, store, extra=(), env=None):
+        self.proc = start_hookline(paths, env={"DEST_URL": dest.url, **(env or {})},
+                                   extra=("--store", store, "--visibility-s", str(VISIBILITY_S), *extra))
+        self.url, self.lines = self.proc.url, []
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self):
+        for line in iter(self.proc.proc.stdout.readline, ""):
+            self.lines.append(line)
+
+    def kill(self):
+        self.proc.proc.send_signal(signal.SIGKILL)
+        self.proc.proc.wait(10)
+
+    def log(self) -> str:
+        self._drain.join(1 if self.proc.proc.poll() is not None else 0)
+        return "".join(self.lines[-60:])
+
+
+@pytest.fixture
+def servers():
+    """``servers(paths, dest, store, extra=())`` → a started Server; all stopped at teardown."""
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(Server(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.proc.stop()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    return f"sqlite:{tmp_path}/hookline.db"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request):
+    """The store URL of one test, once per backend."""
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+def redis_client():
+    """A sync client to the test Redis, or skip (fail under CI=true) saying why."""
+    try:
+        import redis
+        client = redis.Redis(*REDIS, socket_connect_timeout=1)
+        client.ping()
+        return client
+    except Exception as exc:
+        message = (f"Redis at {REDIS[0]}:{REDIS[1]} is unreachable ({type(exc).__name__}: {exc}); "
+                   "start one with: redis-server --save '' --appendonly no")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def redis_store():
+    client, prefix = redis_client(), f"hookline-test:{uuid.uuid4().hex}:"
+    yield f"redis://{REDIS[0]}:{REDIS[1]}/0?prefix={prefix}"
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def hookline(*args, store) -> subprocess.CompletedProcess:
+    return subprocess.run([*HOOKLINE, *args, "--store", store], capture_output=True, text=True, timeout=60)
+
+
+def jobs(store, state=None) -> list[dict]:
+    """``hookline deliveries list`` (or ``dlq list`` for dead), parsed from its lines."""
+    args = ("dlq", "list") if state == "dead" else ("deliveries", "list", *(("--state", state) if state else ()))
+    out = hookline(*args, "--limit", "100000", store=store)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    return [{"id": r[0], "state": r[1], "branch": r[2], "attempt": int(r[3].split("=")[1]),
+             "delivery": r[4].split("=")[1], "last_error": r[5] if len(r) > 5 else ""} for r in rows]
+
+
+def show(ident, store) -> dict:
+    out = hookline("deliveries", "show", ident, store=store)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def post(url, rid, headers=None, session=None) -> requests.Response:
+    return (session or requests).post(url, json={"id": rid, "filler": "x" * 200}, headers=headers, timeout=30)
+
+
+def post_many(urls, n) -> dict[str, requests.Response]:
+    """``n`` requests with unique ids, spread over ``urls`` in turn, ``POSTERS`` at a time
+    (one keep-alive session per thread)."""
+    rids = [f"req-{i:04d}-{uuid.uuid4().hex[:6]}" for i in range(n)]
+    local = threading.local()
+
+    def send(i):
+        local.session = getattr(local, "session", None) or requests.Session()
+        return post(urls[i % len(urls)], rids[i], session=local.session)
+
+    with ThreadPoolExecutor(POSTERS) as pool:
+        return dict(zip(rids, pool.map(send, range(n))))
+
+
+def accepted_ids(answers) -> set[str]:
+    bad = {rid: (r.status_code, r.text[:200]) for rid, r in answers.items() if r.status_code != 202}
+    assert not bad, f"{len(bad)} requests not accepted, e.g. {next(iter(bad.items()))}"
+    return set(answers)
+
+
+def say(text: str) -> None:
+    """Show a measurement with ``-s``, also under xdist (whose workers swallow ``print``)."""
+    sys.__stderr__.write(f"\n{text}\n")
+    sys.__stderr__.flush()
+
+
+def duplicates(dest, record_property, label) -> int:
+    """Deliveries (calls the destination answered 2xx) beyond one per request id; all the calls
+    of one request id must carry one Idempotency-Key."""
+    calls = list(dest.calls)
+    by_rid: dict[str, set] = {}
+    for call in calls:
+        by_rid.setdefault(call.rid, set()).add(call.key)
+    mixed = {rid: keys for rid, keys in by_rid.items() if len(keys) != 1}
+    assert not mixed, f"a request delivered under several Idempotency-Keys: {next(iter(mixed.items()))}"
+    ok = sum(1 for c in calls if 200 <= c.status < 300)
+    extra = ok - len(dest.delivered())
+    say(f"[{label}] {len(by_rid)} request ids, {len(calls)} calls, {ok} answered 2xx: "
+        f"{extra} duplicate deliveries (same Idempotency-Key)")
+    record_property("duplicates", extra)
+    return extra
+
+
+def after_the_restart(dest, restarting, killed, leased) -> tuple[float, float]:
+    """Of the calls that arrived after ``restarting``: when (seconds after ``killed``) the last one
+    for a job that was not ``leased`` at the kill arrived, and the first one for a job that was (inf
+    when none was). Calls the killed process sent can still be read after it died: hence ``restarting``."""
+    after = [(c.arrived - killed, c.key.partition(".")[0] in leased)
+             for c in list(dest.calls) if c.arrived > restarting]
+    return (max((t for t, was_leased in after if not was_leased), default=0.0),
+            min((t for t, was_leased in after if was_leased), default=float("inf")))
+
+
+def peek(store, read):
+    """``await read(store)`` in this process: the Store API, for polling and for reading the
+    state right after a kill (a CLI process per poll is slow on a busy machine); the CLI is
+    what the tests assert on."""
+    async def run():
+        async with open_store(store) as opened:
+            return await read(opened)
+    return asyncio.run(run())
+
+
+def leased_now(store) -> set[str]:
+    return {job.id for job in peek(store, lambda s: s.list("leased", 100_000))}
+
+
+def done_count(store) -> int:
+    return len(peek(store, lambda s: s.list("done", 100_000)))
+
+
+def state(store, delivery) -> str:
+    """The state of the one job of ``delivery``."""
+    (job,) = peek(store, lambda s: s.find(delivery))
+    return job.state
+
+
+# --- 1. kill -9 of one server on SQLite ----------------------------------------------------------
+
+def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_request(
+        dest, servers, sqlite_store, record_property):
+    n = 500
+    dest.delay_s, dest.hold_s = 0.03, HOLD_S
+    dest.hold()                                  # deliveries wait in flight until all are acknowledged
+    server = servers([DELIVER], dest, sqlite_store)
+    started = time.monotonic()
+    sent = accepted_ids(post_many([server.url + "/a/deliver"], n))
+    posted = time.monotonic() - started
+    dest.release()
+    wait_until(lambda: len(dest.delivered()) >= n * 0.3, 30, "30% of the deliveries")
+    server.kill()
+    killed, delivered_at_kill = time.monotonic(), len(dest.delivered())
+    leased = leased_now(sqlite_store)
+    assert delivered_at_kill < n, "everything was delivered before the kill: the test proves nothing"
+    restarting = time.monotonic()               # calls arriving after this come from the new process
+    servers([DELIVER], dest, sqlite_store)
+    restarted = time.monotonic() - killed
+    wait_until(lambda: done_count(sqlite_store) == n, VISIBILITY_S + 60, "every job done", poll=0.2)
+    all_done = time.monotonic() - killed
+    pending_last, leased_first = after_the_restart(dest, restarting, killed, leased)
+    say(f"[sqlite kill -9] {n} acknowledged in {posted:.1f} s; killed after {delivered_at_kill} had been delivered, "
+        f"{len(leased)} jobs leased; restarted {restarted:.1f} s after the kill; the jobs pending "
+        f"at the kill delivered by {pending_last:.1f} s, the leased ones from {leased_first:.1f} s; all done "
+        f"{all_done:.1f} s after the kill (visibility {VISIBILITY_S:g} s)")
+    duplicates(dest, record_property, "sqlite kill -9")
+    assert dest.delivered() == sent
+    assert pending_last < leased_first, "the pending jobs waited for the leased ones' visibility timeout"
+    assert not jobs(sqlite_store, "pending") and not jobs(sqlite_store, "leased")
+
+
+# --- 2. two processes on one Redis, one killed ---------------------------------------------------
+
+def test_two_servers_on_one_redis_survivor_delivers_the_killed_ones_jobs(
+        dest, servers, redis_store, record_property):
+    n = 1000
+    dest.delay_s, dest.hold_s = 0.03, HOLD_S
+    dest.hold()
+    a, b = servers([DELIVER], dest, redis_store), servers([DELIVER], dest, redis_store)
+    started = time.monotonic()
+    sent = accepted_ids(post_many([a.url + "/a/deliver", b.url + "/a/deliver"], n))
+    posted = time.monotonic() - started
+    dest.release()
+    wait_until(lambda: len(dest.delivered()) >= n * 0.3, 30, "30% of the deliveries")
+    a.kill()
+    killed, delivered_at_kill = time.monotonic(), len(dest.delivered())
+    assert delivered_at_kill < n, "everything was delivered before the kill: the test proves nothing"
+    wait_until(lambda: done_count(redis_store) == n, VISIBILITY_S + 60, "every job done by the survivor",
+               poll=0.2)
+    all_done = time.monotonic() - killed
+    say(f"[redis kill -9] {n} acknowledged by 2 servers in {posted:.1f} s; one killed after "
+        f"{delivered_at_kill} had been delivered; the survivor finished {all_done:.1f} s after "
+        f"(visibility {VISIBILITY_S:g} s)")
+    duplicates(dest, record_property, "redis kill -9")
+    assert dest.delivered() == sent
+    assert not jobs(redis_store, "pending") and not jobs(redis_store, "leased")
+    assert b.proc.proc.poll() is None, b.log()
+
+
+# --- 3. retries, dead letters, replay ------------------------------------------------------------
+
+def test_503s_are_retried_with_the_same_idempotency_key_until_delivered(dest, servers, store):
+    server = servers([DELIVER], dest, store, extra=("--admin-prefix", ADMIN[0]),
+                     env={"HOOKLINE_ADMIN_TOKEN": ADMIN[1]})
+    dest.plan("r503", 503, 503, 503)
+    resp = post(server.url + "/a/deliver", "r503")
+    assert resp.status_code == 202, resp.text
+    delivery = resp.json()["id"]
+    assert resp.headers["Location"] == f"{ADMIN[0]}/deliveries/{delivery}"
+    shown = requests.get(server.url + resp.headers["Location"], headers={"Authorization": f"Bearer {ADMIN[1]}"},
+                         timeout=10)
+    assert shown.status_code == 200 and shown.json()["delivery"] == delivery, shown.text
+    wait_until(lambda: "r503" in dest.delivered(), 15, "the 4th attempt")
+    calls = dest.of("r503")
+    assert [c.status for c in calls] == [503, 503, 503, 200]
+    (job,) = show(delivery, store)["jobs"]
+    assert {c.key for c in calls} == {f"{job['id']}.send"}
+    wait_until(lambda: state(store, delivery) == "done", 5, "the job done", poll=0.1)
+    assert show(delivery, store)["jobs"][0]["attempt"] == 4
+
+
+def test_429_retry_after_is_honoured(dest, servers, sqlite_store):
+    server = servers([DELIVER], dest, sqlite_store)
+    dest.plan("r429", (429, "1"))
+    assert post(server.url + "/a/deliver", "r429").status_code == 202
+    wait_until(lambda: "r429" in dest.delivered(), 15, "the retry after 429")
+    first, second = dest.of("r429")
+    assert (first.status, second.status) == (429, 200)
+    assert second.arrived - first.finished >= 1.0, f"retried {second.arrived - first.finished:.2f} s after the 429"
+    assert first.key == second.key
+
+
+def test_timeouts_and_dropped_connections_are_retried(dest, servers, sqlite_store):
+    server = servers([TIMEOUT], dest, sqlite_store)
+    dest.plan("slow", (SLOW, 2.0))
+    dest.plan("drop", DROP)
+    deliveries = {rid: post(server.url + "/a/timeout", rid).json()["id"] for rid in ("slow", "drop")}
+    for rid, delivery in deliveries.items():
+        wait_until(lambda: state(sqlite_store, delivery) == "done", 15, f"{rid} done", poll=0.1)
+        calls = dest.of(rid)
+        assert show(delivery, sqlite_store)["jobs"][0]["attempt"] == len(calls) >= 2, calls
+        assert len({c.key for c in calls}) == 1, calls
+    assert dest.of("drop")[0].status == DROP
+    assert dest.of("slow")[1].arrived - dest.of("slow")[0].arrived >= 1.0, "retried before the 1 s timeout"
+
+
+def dead_job(dest, server, store, rid) -> dict:
+    """Send ``rid``, which the destination refuses with 400; its job once dead."""
+    dest.plan(rid, 400)
+    resp = post(server.url + "/a/deliver", rid)
+    assert resp.status_code == 202, resp.text
+    delivery = resp.json()["id"]
+    wait_until(lambda: state(store, delivery) == "dead", 15, f"{rid} dead-lettered", poll=0.1)
+    (job,) = [j for j in jobs(store, "dead") if j["delivery"] == delivery]
+    return job
+
+
+def test_400_is_dead_lettered_with_the_reason_and_replay_delivers_it(dest, servers, store):
+    server = servers([DELIVER], dest, store)
+    job = dead_job(dest, server, store, "r400")
+    assert "destination answered 400" in job["last_error"], job
+    assert job["attempt"] == 1 and len(dest.of("r400")) == 1
+    shown = json.loads(hookline("dlq", "show", job["id"], store=store).stdout)
+    assert shown["state"] == "dead" and shown["payload"]["request"]["body"]["id"] == "r400"
+    out = hookline("dlq", "replay", job["id"], store=store)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"replayed": 1}, out
+    wait_until(lambda: "r400" in dest.delivered(), 10, "the replayed job delivered by the running server")
+    assert [c.status for c in dest.of("r400")] == [400, 200]
+    assert len({c.key for c in dest.of("r400")}) == 1
+    assert jobs(store, "dead") == []
+    out = hookline("dlq", "replay", job["id"], store=store)
+    assert out.returncode == 1, "replaying a job that is not dead must say so"
+
+
+def test_dlq_replay_all_and_purge(dest, servers, store):
+    server = servers([DELIVER], dest, store)
+    for rid in ("all-1", "all-2"):
+        dead_job(dest, server, store, rid)
+    out = hookline("dlq", "replay", "--all", store=store)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"replayed": 2}, out
+    wait_until(lambda: {"all-1", "all-2"} <= dest.delivered(), 10, "both replayed jobs delivered")
+    gone = dead_job(dest, server, store, "purged")
+    out = hookline("dlq", "purge", store=store)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"purged": 1}, out
+    assert jobs(store, "dead") == []
+    assert hookline("dlq", "show", gone["id"], store=store).returncode == 1
+    assert "purged" not in dest.delivered()
+
+
+def test_deliveries_list_shows_the_oldest_first_as_its_help_says(dest, servers, store):
+    server = servers([DELIVER], dest, store)
+    older, newer = (post(server.url + "/a/deliver", rid).json()["id"] for rid in ("older", "newer"))
+    usage = subprocess.run([*HOOKLINE, "deliveries", "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert "list jobs (oldest first)" in usage
+    assert [j["delivery"] for j in jobs(store)] == [older, newer]
+    (first,) = [line.split("\t")[4] for line in
+                hookline("deliveries", "list", "--limit", "1", store=store).stdout.splitlines()]
+    assert first == f"delivery={older}", "`deliveries list --limit 1` does not show the oldest job"
+
+
+# --- 4. dedupe -----------------------------------------------------------------------------------
+
+def test_a_repeated_webhook_id_gets_the_first_response_and_one_delivery(dest, servers, store):
+    server = servers([DEDUPE], dest, store)
+    first = post(server.url + "/a/dedupe", "d-1", {"webhook-id": "wh-1"})
+    again = post(server.url + "/a/dedupe", "d-1", {"webhook-id": "wh-1"})
+    assert first.status_code == 202
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+    assert again.headers.get("Location") == first.headers.get("Location")
+    wait_until(lambda: "d-1" in dest.delivered(), 10, "the delivery")
+    time.sleep(1.0)                              # two lease polls: a second job would have been sent by now
+    assert len(dest.of("d-1")) == 1
+    assert len(jobs(store)) == 1
+
+
+def test_concurrent_copies_of_one_webhook_create_one_delivery(dest, servers, store):
+    server = servers([DEDUPE], dest, store)
+    copies = 10
+    barrier = threading.Barrier(copies)
+
+    def send(_):
+        barrier.wait(5)
+        return post(server.url + "/a/dedupe", "d-2", {"webhook-id": "wh-2"})
+
+    with ThreadPoolExecutor(copies) as pool:
+        answers = list(pool.map(send, range(copies)))
+    assert {(r.status_code, r.content) for r in answers} == {(202, answers[0].content)}
+    wait_until(lambda: "d-2" in dest.delivered(), 10, "the delivery")
+    time.sleep(1.0)
+    assert len(dest.of("d-2")) == 1
+    assert len(jobs(store)) == 1
+
+
+# --- 5. SIGTERM ----------------------------------------------------------------------------------
+
+def test_sigterm_with_jobs_in_flight_exits_0_releases_leases_and_a_restart_delivers(
+        dest, servers, store):
+    n = 20
+    dest.hold()
+    server = servers([DELIVER], dest, store, extra=("--shutdown-timeout", "1"))
+    sent = accepted_ids(post_many([server.url + "/a/deliver"], n))
+    wait_until(lambda: len(dest.ids()) == n, 10, "every job in flight at the destination")
+    assert jobs(store, "leased"), "nothing leased before SIGTERM"
+    server.proc.proc.send_signal(signal.SIGTERM)
+    assert server.proc.proc.wait(10) == 0, server.log()
+    assert jobs(store, "leased") == []
+    assert {j["state"] for j in jobs(store)} == {"pending"} and len(jobs(store)) == n
+    dest.release()                               # the stopped server's calls are answered to no one
+    restarting = time.monotonic()
+    servers([DELIVER], dest, store)
+    wait_until(lambda: dest.delivered(since=restarting) == sent, 15, "every job delivered after the restart")
+    wait_until(lambda: done_count(store) == n, 10, "every job done", poll=0.1)
+
+
+# --- 6. respond + async --------------------------------------------------------------------------
+
+def test_a_sync_respond_does_not_wait_for_the_async_branch(dest, servers, sqlite_store):
+    dest.delay_s = 1.0
+    server = servers([RESPOND], dest, sqlite_store)
+    started = time.monotonic()
+    resp = post(server.url + "/a/respond", "s-1")
+    answered = time.monotonic()
+    assert (resp.status_code, resp.json()) == (200, {"received": "s-1"})
+    assert answered - started < 0.8, f"the response took {answered - started:.2f} s"
+    assert all(c.finished == 0 for c in dest.of("s-1")), "the destination finished before the response"
+    wait_until(lambda: "s-1" in dest.delivered(), 10, "the async delivery")
+    assert dest.of("s-1")[-1].finished - answered >= 0.5
