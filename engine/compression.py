@@ -29,7 +29,7 @@ import zlib
 from functools import lru_cache
 from types import MappingProxyType
 
-from .formats import BodyError
+from .formats import BodyError, q_value
 
 try:
     import brotli
@@ -240,22 +240,10 @@ def _weights(header: str) -> dict[str, float]:
     for part in header.split(","):
         name, _, params = part.partition(";")
         name = name.strip().lower()
-        q = _q(params)
+        q = q_value(params)
         if name and q is not None:
             out.setdefault(name, q)
     return out
-
-
-def _q(params: str) -> float | None:
-    for param in params.split(";"):
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "q":
-            try:
-                q = float(value)
-            except ValueError:
-                return None
-            return q if 0.0 <= q <= 1.0 else None
-    return 1.0
 
 
 def compress(body: bytes, encoding: str) -> bytes:

@@ -505,13 +505,13 @@ def _ranges(accept: str) -> tuple[tuple[str, str, float], ...]:
         kind, slash, sub = media.strip().lower().partition("/")
         if kind == "*" and not slash:
             slash, sub = "/", "*"
-        q = _weight(params)
+        q = q_value(params)
         if slash and kind and sub and (kind != "*" or sub == "*") and q is not None:
             out.append((kind, sub, q))
     return tuple(out)
 
 
-def _weight(params: str) -> float | None:
+def q_value(params: str) -> float | None:
     """The ``q`` parameter (1.0 when absent), or None when it is not a number in [0, 1]."""
     for param in params.split(";"):
         name, _, value = param.partition("=")

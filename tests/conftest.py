@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,24 @@ class Proc:
 
     def output(self) -> str:
         return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+class LogTail:
+    """Drains a server's merged stdout/stderr in a thread (a full pipe would block the server
+    mid-request); ``text(wait)`` after the process ended is all of it."""
+
+    def __init__(self, proc):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream):
+        for line in iter(stream.readline, ""):
+            self.lines.append(line)
+
+    def text(self, wait: float = 0.0) -> str:
+        self._thread.join(wait)
+        return "".join(self.lines)
 
 
 def start_hookline(paths, env=None, workers=1, extra=()) -> Proc:

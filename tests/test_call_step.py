@@ -21,7 +21,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from conftest import ROOT, free_port, start_hookline
+from conftest import ROOT, free_port, start_hookline, LogTail
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "call"
 PROBLEM = "application/problem+json"
@@ -124,21 +124,6 @@ class Destination:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-class LogTail:
-    """Drains the server's merged stdout/stderr so the pipe never fills up."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True).start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, ""):
-            self.lines.append(line)
-
-    def text(self) -> str:
-        return "".join(self.lines)
-
 
 @pytest.fixture(scope="module")
 def dest():

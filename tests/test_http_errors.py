@@ -19,25 +19,12 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conftest import ROOT, start_hookline
+from conftest import ROOT, start_hookline, LogTail
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "http"
 PROBLEM = "application/problem+json"
 TWO_MB = 2 * 1024 * 1024
 GOOD_ORDER = {"id": 1, "line_items": [{"sku": "A-1", "quantity": 2}]}
-
-
-class LogTail:
-    """Drains a server's merged stdout/stderr so the pipe never fills up."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, ""):
-            self.lines.append(line)
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conftest import CORPUS, ROOT, start_hookline
+from conftest import CORPUS, ROOT, start_hookline, LogTail
 from engine.formats import parse_body
 
 PIPELINES = ROOT / "tests" / "pipelines" / "http_full"
@@ -53,19 +53,6 @@ PROBLEM = "application/problem+json"
 ROWS = [{"sku": "A-1", "qty": 2, "ok": True}, {"sku": "B-2", "qty": 5, "ok": False}]
 MiB = 1 << 20
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-
-
-class LogTail:
-    """Drains the server's merged stdout/stderr: every 406 logs a line, and a full pipe would
-    block the server mid-request."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True).start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, ""):
-            self.lines.append(line)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import requests
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, start_hookline
+from conftest import ROOT, start_hookline, LogTail
 from engine.formats import parse_body
 
 PIPELINES = ROOT / "tests" / "pipelines" / "http_full"
@@ -36,19 +36,6 @@ SETTINGS = settings(max_examples=150, deadline=None, database=None,
                     phases=(Phase.explicit, Phase.reuse, Phase.generate),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
-
-
-class LogTail:
-    """Drains the server's merged stdout/stderr: every 406 logs a line, and a full pipe would
-    block the server mid-request."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True).start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, ""):
-            self.lines.append(line)
 
 
 @pytest.fixture(scope="module")

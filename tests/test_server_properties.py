@@ -21,7 +21,7 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, start_hookline
+from conftest import ROOT, start_hookline, LogTail
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "props"
 PROBLEM = "application/problem+json"
@@ -31,21 +31,6 @@ SETTINGS = settings(max_examples=150, deadline=None, database=None,
                     phases=(Phase.explicit, Phase.reuse, Phase.generate),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
-
-
-class LogTail:
-    """Drains the server's merged stdout/stderr so the pipe never fills up."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True).start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, ""):
-            self.lines.append(line)
-
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.fixture(scope="module")

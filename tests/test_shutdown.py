@@ -20,7 +20,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from conftest import ROOT, start_hookline
+from conftest import ROOT, start_hookline, LogTail
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "shutdown"
 SHUTDOWN_TIMEOUT = 5.0
@@ -59,23 +59,6 @@ class SlowDestination:
     def stop(self):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-
-class LogTail:
-    """Drains the server's merged stdout/stderr; ``text()`` after the process ended is all of it."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._drain, args=(proc.proc.stdout,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, ""):
-            self.lines.append(line)
-
-    def text(self, wait: float = 0.0) -> str:
-        self._thread.join(wait)
-        return "".join(self.lines)
 
 
 @pytest.fixture
