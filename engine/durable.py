@@ -29,7 +29,6 @@ async def handle_durable(exchange, ctx) -> None:
     first and answer as it did, so the steps run once. (Across processes the
     store's dedupe commit decides which copy's jobs count; the steps of a
     losing copy may have run — see docs/delivery.md.)"""
-    app = exchange.app
     key = _dedupe_key(exchange.pipeline, ctx, exchange.raw)
     if key is None:
         await _handle(exchange, ctx, None)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
-import json
 import logging
-import re
 import time
 import uuid
 from urllib.parse import parse_qs
@@ -27,7 +24,9 @@ from dsl.verify import VerifyError
 from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
 from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
-from .formats import FORMATS, BodyError, NotAcceptable, negotiate, parse_body, serialise
+from .formats import BodyError, parse_body
+from .clients import client_address
+from .negotiation import forced, header_value, negotiated, problem_as
 from .outbound import Outbound
 from .problems import CONTENT_TYPE, problem
 from .router import Router, shape
@@ -56,16 +55,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         self._date, self._date_at = "", 0
 
     def client_address(self, conn, headers) -> str | None:
-        """The socket peer, or — when it is a trusted proxy — the nearest untrusted
-        address in X-Forwarded-For / Forwarded."""
-        peer = getattr(getattr(conn, "context", None), "remote_ip", None)
-        if not self.trusted or not _in(peer, self.trusted):
-            return peer
-        hops = _forwarded(headers)
-        for hop in reversed(hops):
-            if not _in(hop, self.trusted):
-                return hop
-        return hops[0] if hops else peer
+        return client_address(conn, headers, self.trusted)
 
     def start_request(self, server_conn, request_conn):
         return _Exchange(self, request_conn)
@@ -358,12 +348,12 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if value is NO_BODY:
             return status, b"", None, headers
         if respond.content_type:
-            return status, _forced(value, respond.content_type), respond.content_type, headers
+            return status, forced(value, respond.content_type), respond.content_type, headers
         headers.append(("Vary", "Accept"))
         accept = self.headers.get("Accept")
         if accept is None and respond.offered[0] == _JSON:
             return status, dumps_json(value), _JSON, headers
-        body, ctype = _negotiated(value, accept, respond.offered)
+        body, ctype = negotiated(value, accept, respond.offered)
         return status, body, ctype, headers
 
     def _fail(self, exc):
@@ -390,7 +380,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if content_type == CONTENT_TYPE:
             headers = [*headers, ("Vary", "Accept")]
             if "Accept" in self.headers:
-                body, content_type = _problem_as(body, self.headers["Accept"])
+                body, content_type = problem_as(body, self.headers["Accept"])
         out = httputil.HTTPHeaders()
         if len(body) >= MIN_COMPRESS_BYTES:
             body = self._compressed(body, out)
@@ -400,7 +390,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             out["Content-Length"] = str(len(body))
         out["Date"] = self.app.date()
         for name, value in headers:
-            out.add(name, _header_value(value))
+            out.add(name, header_value(value))
         reason = httputil.responses.get(status, "Unknown")
         if self.start.method == "HEAD" or status == 204 or status == 304:
             body = None
@@ -420,21 +410,6 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.conn = None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def _header_value(value: str) -> str:
-    """A value a client may have chosen, made safe for a header line:
-    control characters become spaces, ends are trimmed, non-Latin-1 text
-    is sent as its UTF-8 bytes."""
-    value = _CONTROL.sub(" ", value).strip()
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8").decode("latin-1")
-    return value
-
-
 def _preflight(route, headers) -> dict:
     """CORS preflight headers when the requested method's pipeline allows the origin."""
     pipeline = route.by_method.get(headers.get("Access-Control-Request-Method", ""))
@@ -445,72 +420,6 @@ def _preflight(route, headers) -> dict:
     return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": cors.methods,
             "Access-Control-Allow-Headers": cors.headers, "Access-Control-Max-Age": cors.max_age,
             "Vary": "Origin"}
-
-
-def _in(address, networks) -> bool:
-    try:
-        ip = ipaddress.ip_address((address or "").strip().strip("[]"))
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
-def _forwarded(headers) -> list[str]:
-    """Client addresses from X-Forwarded-For (or RFC 7239 Forwarded for=), nearest last."""
-    xff = headers.get_list("X-Forwarded-For")
-    if xff:
-        return [h.strip() for value in xff for h in value.split(",") if h.strip()]
-    out = []
-    for value in headers.get_list("Forwarded"):
-        for element in value.split(","):
-            for pair in element.split(";"):
-                name, _, hop = pair.strip().partition("=")
-                if name.lower() == "for":
-                    out.append(_node(hop.strip().strip('"')))
-    return out
-
-
-def _node(hop: str) -> str:
-    """An RFC 7239 node without its port: ``[2001:db8::1]:4711`` → ``2001:db8::1``."""
-    if hop.startswith("["):
-        return hop[1:].partition("]")[0]
-    return hop.rsplit(":", 1)[0] if hop.count(":") == 1 else hop
-
-
-def _negotiated(value, accept, offered):
-    """Serialise ``value`` as the best acceptable offered format; 406 when none fits."""
-    offered = all_offered = tuple(offered)
-    while offered:
-        media = negotiate(accept, offered)
-        if media is None:
-            break
-        try:
-            return serialise(value, FORMATS[media]) if media != _JSON else (dumps_json(value), _JSON)
-        except (NotAcceptable, TypeError):
-            offered = tuple(m for m in offered if m != media)
-    raise StepFailed(406, "Not Acceptable", "no acceptable format for this response; this endpoint "
-                     "answers " + ", ".join(all_offered) + (" (CSV for lists of flat objects)"
-                                                            if "text/csv" in all_offered else ""))
-
-
-def _forced(value, content_type: str) -> bytes:
-    media = content_type.partition(";")[0].strip().lower()
-    if media.endswith("xml"):
-        return serialise(value, "xml")[0]
-    if media.startswith("text/"):
-        return serialise(value, "text")[0]
-    return dumps_json(value)
-
-
-_PROBLEM_TYPES = ("application/problem+json", "application/json", "application/problem+xml", "application/xml")
-
-
-def _problem_as(body: bytes, accept: str):
-    """Problem documents follow negotiation too: problem+xml when only XML is acceptable."""
-    media = negotiate(accept, _PROBLEM_TYPES)
-    if media is None or "json" in media:
-        return body, CONTENT_TYPE
-    return serialise({"problem": orjson.loads(body)}, "xml")[0], "application/problem+xml"
 
 
 def _count(n: int, noun: str) -> str:
