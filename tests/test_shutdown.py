@@ -86,10 +86,12 @@ def serve(dest):
 
 
 def refused(url: str) -> bool:
+    """True when a new connection is not accepted: refused, or reset while connecting (the
+    listening socket was closed with this connection still in its accept queue)."""
     parts = urlsplit(url)
     try:
         socket.create_connection((parts.hostname, parts.port), timeout=1).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 
