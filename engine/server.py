@@ -35,6 +35,7 @@ log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
 MAX_ERRORS = 50
 MAX_HEADERS = 100                # header fields per request; more → 431
+MAX_DEPTH = 128                  # nesting of a request body; deeper → 400 (checked only when it could be)
 _JSON = "application/json"
 
 
@@ -316,8 +317,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
         ctype = self.headers.get("Content-Type")
         try:
             if ctype is None or ctype == _JSON:
-                return orjson.loads(raw)
-            return parse_body(ctype, raw, self.pipeline.accept_raw)
+                value = orjson.loads(raw)
+            else:
+                value = parse_body(ctype, raw, self.pipeline.accept_raw)
+            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+                self.send(*problem(400, "too-deep", "Body nests too deeply",
+                                   f"the request body nests deeper than {MAX_DEPTH} levels"), CONTENT_TYPE)
+                return NO_BODY
+            return value
         except orjson.JSONDecodeError as exc:
             self.send(*problem(400, "bad-json", "Malformed JSON",
                                f"the request body is not valid JSON: {str(exc)[:200]}"), CONTENT_TYPE)
@@ -420,6 +427,20 @@ def _preflight(route, headers) -> dict:
     return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": cors.methods,
             "Access-Control-Allow-Headers": cors.headers, "Access-Control-Max-Age": cors.max_age,
             "Vary": "Origin"}
+
+
+def _depth(value) -> int:
+    """Nesting depth of a JSON-like value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _count(n: int, noun: str) -> str:

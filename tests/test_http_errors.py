@@ -237,3 +237,15 @@ def test_response_header_from_request_data_is_not_a_500(server, name):
     assert resp.status_code < 500, f"{name!r}: {resp.text}"
     if resp.status_code == 200:
         assert resp.json() == {"name": name}
+
+
+@pytest.mark.parametrize("levels, status", [(128, 200), (129, 400), (600, 400)])
+def test_body_nesting_is_bounded_at_128_levels(server, levels, status):
+    """Deeper than 128 levels of arrays/objects is a 400 too-deep problem; 128 is fine."""
+    body = b"[" * levels + b"]" * levels
+    resp = requests.post(server.url + "/rt/echo/deep", data=body, timeout=10,
+                         headers={"Content-Type": "application/json"})
+    assert resp.status_code == status, resp.text
+    if status == 400:
+        assert_problem(resp, 400)
+        assert resp.json()["type"].endswith("/too-deep")
