@@ -8,6 +8,7 @@ restarts a worker that dies on its own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -55,6 +56,8 @@ async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog, 
     store, deliverer, delivering = await _open_delivery(pipelines, store_url, max_backlog, outbound,
                                                         visibility_s, admin)
     app = App(pipelines, outbound, store, deliverer, admin, trusted)
+    gc.collect()
+    gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
                         max_header_size=64 * 1024)
     server.add_sockets(sockets)
