@@ -54,7 +54,7 @@ def evaluate(expr, ctx: Context, where: str):
     """Evaluate a compiled expression; a type error becomes a StepFailed (422)."""
     try:
         return expr.search(ctx.data)
-    except jmespath.exceptions.JMESPathError as exc:
+    except (jmespath.exceptions.JMESPathError, RecursionError) as exc:
         raise StepFailed(422, "Expression failed",
                          f"{where}: the expression could not be evaluated on this request",
                          f"{where}: {exc}") from None
