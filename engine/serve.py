@@ -39,7 +39,8 @@ def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: f
 
 async def _open_delivery(pipelines, store_url, max_backlog, outbound, visibility_s, admin):
     """The store and the background deliverer, when any pipeline (or the admin API) needs them."""
-    if not any(p.durable for p in pipelines) and admin is None:
+    shared_limits = store_url.startswith("redis") and any(p.rate_limit for p in pipelines)
+    if not any(p.durable for p in pipelines) and admin is None and not shared_limits:
         return None, None, None
     from .delivery import Deliverer
     from .queue import open_store

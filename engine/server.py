@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import logging
 import time
 import uuid
@@ -51,6 +52,8 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.store, self.deliverer = store, deliverer
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
+        # rate limits are shared through the store when it can (Redis), else kept per process
+        self.shared_limits = store if hasattr(store, "take_token") else None
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
@@ -84,11 +87,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw", "admin_path")
+                 "decoder", "raw", "admin_path", "rate_key")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
-        self.pipeline = self.early = self.decoder = self.admin_path = None
+        self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = None
         self.chunks, self.size, self.raw = [], 0, b""
 
     def headers_received(self, start_line, headers):
@@ -135,7 +138,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         p = self.pipeline
         client = self.app.client_address(self.conn, headers)
         denied = p.allow_ips.check(client) if p.allow_ips else None
-        if denied is None and p.rate_limit:
+        if denied is None and p.rate_limit and self.app.shared_limits is not None:
+            self.rate_key = self._rate_key(client, headers)    # checked against Redis in finish()
+        elif denied is None and p.rate_limit:
             denied = p.rate_limit.take(self._rate_key(client, headers))
         if denied is None and p.auth:
             denied = p.auth.check(_headers(headers), _query(self.start.path.partition("?")[2]))
@@ -205,7 +210,31 @@ class _Exchange(httputil.HTTPMessageDelegate):
             task.add_done_callback(self.app.tasks.discard)
             return
         self.app.inflight += 1
+        if self.rate_key is not None:
+            task = asyncio.get_running_loop().create_task(self._shared_limit())
+            self.app.tasks.add(task)
+            task.add_done_callback(self.app.tasks.discard)
+            return
         if not self._start():
+            self.app.inflight -= 1
+
+    async def _shared_limit(self):
+        """The rate limit shared by every process on the Redis store, then the request."""
+        rule = self.pipeline.rate_limit
+        try:
+            wait = await self.app.shared_limits.take_token(f"{self.pipeline.name}:{self.rate_key}",
+                                                           rule.rate, rule.burst)
+        except Exception:
+            log.exception("shared rate limit unavailable; using this process's buckets")
+            denied = rule.take(self.rate_key)
+            wait = 0.0 if denied is None else float(dict(denied.headers)["Retry-After"])
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            self.send(*problem(429, "rate-limited", "Too Many Requests",
+                               f"more than {rule.rate:g} requests per second; retry after {seconds} s"),
+                      CONTENT_TYPE, [("Retry-After", str(seconds))])
+            self.app.inflight -= 1
+        elif not self._start():
             self.app.inflight -= 1
 
     def _start(self) -> bool:

@@ -243,7 +243,7 @@ class RedisStore(StoreBase):
         pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **POOL)
         self._redis = redis.asyncio.Redis(connection_pool=pool)
         names = {"enqueue": ENQUEUE, "lease": LEASE, "finish": FINISH, "release": RELEASE,
-                 "replay": REPLAY, "purge": PURGE}
+                 "replay": REPLAY, "purge": PURGE, "take": TAKE_TOKEN}
         self._scripts = {name: self._redis.register_script(text) for name, text in names.items()}
         try:
             await self._redis.xgroup_create(self._key("ready"), GROUP, id="0", mkstream=True)
@@ -368,6 +368,32 @@ class RedisStore(StoreBase):
             pipe.zcard(self._key("state:pending"))
             pipe.zcard(self._key("state:leased"))
             return sum(await pipe.execute())
+
+
+    @_guarded
+    async def take_token(self, bucket: str, rate: float, burst: int) -> float:
+        """A token bucket shared by every process on this Redis: 0 when a request may
+        go ahead, else the seconds until it may (the bucket is not charged then)."""
+        key = self._key("rate:" + bucket)
+        wait = await self._scripts["take"](keys=[key], args=[repr(rate), str(burst)], client=self._client)
+        return float(wait)
+
+
+# Redis' own clock (TIME) keeps buckets right across machines whose clocks differ.
+TAKE_TOKEN = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
 
 
 def _pairs(flat: list) -> dict:
