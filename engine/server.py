@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import math
 import logging
 import time
@@ -37,6 +38,7 @@ MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized
 MAX_ERRORS = 50
 MAX_HEADERS = 100                # header fields per request; more → 431
 MAX_DEPTH = 128                  # nesting of a request body; deeper → 400 (see _shallow: cheap when not)
+MAX_DIGITS = 64                  # digits of an integer in a JSON body; more → 400
 _JSON = "application/json"
 
 
@@ -344,12 +346,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if not raw:
             return None
         ctype = self.headers.get("Content-Type")
+        shape = _shape(raw)
         try:
             if ctype is None or ctype == _JSON:
-                value = orjson.loads(raw)
+                value = orjson.loads(raw) if _LONG_RUN not in shape else _exact_json(raw)
             else:
                 value = parse_body(ctype, raw, self.pipeline.accept_raw)
-            if not _shallow(raw) and _depth(value) > MAX_DEPTH:
+            if not _shallow(shape) and _depth(value) > MAX_DEPTH:
                 self.send(*problem(400, "too-deep", "Body nests too deeply",
                                    f"the request body nests deeper than {MAX_DEPTH} levels"), CONTENT_TYPE)
                 return NO_BODY
@@ -458,14 +461,38 @@ def _preflight(route, headers) -> dict:
             "Vary": "Origin"}
 
 
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_SHAPE = bytes(c if c in b"[]{}" else 48 if c in b"0123456789" else 120 for c in range(256))
+_LONG_RUN = b"0" * 20        # 20 digits in a row: possibly an integer beyond 64 bits
 
 
-def _shallow(raw: bytes) -> bool:
-    """True when the brackets of ``raw`` surely nest at most MAX_DEPTH deep: keep only the
-    brackets, then peel innermost pairs, one level a pass (bytes methods, ~12 µs for 15 KB).
-    False means "not sure" (too deep, or brackets inside strings): walk the value instead."""
-    s = raw.translate(None, _NOT_BRACKETS)
+def _shape(raw: bytes) -> bytes:
+    """The body with digits as ``0``, brackets kept and everything else ``x``
+    (one C-speed pass, ~8 µs for 15 KB)."""
+    return raw.translate(_SHAPE)
+
+
+def _exact_json(raw: bytes):
+    """JSON with integers kept exact: orjson reads integers beyond 64 bits as floats, so a
+    body that may hold one is read by the standard library (integer literals up to
+    MAX_DIGITS digits; longer ones are a 400)."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
+    except (UnicodeDecodeError, ValueError) as exc:     # reported like orjson's own errors
+        raise orjson.JSONDecodeError(str(exc), "", 0) from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_DIGITS + (text[0] == "-"):
+        raise BodyError(400, "number-too-large", "Number too large",
+                        f"an integer in the body has more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _shallow(shape: bytes) -> bool:
+    """True when the brackets of a body surely nest at most MAX_DEPTH deep: peel innermost
+    pairs, one level a pass (bytes methods). False means "not sure" (too deep, or brackets
+    inside strings): walk the value instead."""
+    s = shape.translate(None, b"0x")
     for _ in range(MAX_DEPTH):
         if not s:
             return True

@@ -249,3 +249,23 @@ def test_body_nesting_is_bounded_at_128_levels(server, levels, status):
     if status == 400:
         assert_problem(resp, 400)
         assert resp.json()["type"].endswith("/too-deep")
+
+
+def test_integers_beyond_64_bits_are_kept_exact(server):
+    """orjson alone would read 2**70 as a float; the engine keeps the integer exact."""
+    big = 2 ** 70 + 1
+    resp = requests.post(server.url + "/rt/echo/deep", data=f'{{"n": {big}, "s": "x"}}'.encode(),
+                         timeout=10, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["body"] == {"n": big, "s": "x"}       # json keeps big ints exact
+    assert f'"n":{big}' in resp.text
+
+
+def test_an_integer_of_more_than_64_digits_is_400(server):
+    resp = requests.post(server.url + "/rt/echo/deep", data=b'{"n": ' + b"7" * 65 + b"}",
+                         timeout=10, headers={"Content-Type": "application/json"})
+    assert_problem(resp, 400)
+    assert resp.json()["type"].endswith("/number-too-large")
+    ok = requests.post(server.url + "/rt/echo/deep", data=b'{"n": ' + b"7" * 64 + b"}",
+                       timeout=10, headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200 and ok.json()["body"]["n"] == int("7" * 64)
