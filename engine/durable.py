@@ -25,10 +25,10 @@ _PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 
 async def handle_durable(exchange, ctx) -> None:
-    """Copies of one delivery arriving together in this process wait for the
-    first and answer as it did, so the steps run once. (Across processes the
-    store's dedupe commit decides which copy's jobs count; the steps of a
-    losing copy may have run — see docs/delivery.md.)"""
+    """A delivery id (``receive.dedupe`` or a verify preset's) is claimed in the store
+    before any step runs, so copies of one delivery run once wherever they arrive:
+    a repeat gets the stored first response, a copy arriving while the first still
+    runs waits for it (in this process without asking the store again)."""
     key = _dedupe_key(exchange.pipeline, ctx, exchange.raw)
     if key is None:
         await _handle(exchange, ctx, None)
@@ -39,8 +39,7 @@ async def handle_durable(exchange, ctx) -> None:
         return
     future = _RUNNING[key] = asyncio.get_running_loop().create_future()
     try:
-        answer = await _handle(exchange, ctx, key)
-        future.set_result(answer)
+        future.set_result(await _claimed(exchange, ctx, key))
     except BaseException:
         future.set_result(_unavailable("the first copy of this delivery failed; retry later"))
         raise
@@ -49,18 +48,58 @@ async def handle_durable(exchange, ctx) -> None:
 
 
 _RUNNING: dict = {}   # dedupe key -> future answer of the copy being handled in this process
+CLAIM_TTL_S = 60.0    # a claim outlives a crashed first copy by at most this long
+WAIT_S = 10.0         # a copy waits this long for the first copy's answer, then 503
+POLL_S = 0.05
+
+
+async def _claimed(exchange, ctx, key):
+    """Claim the delivery id, then run; or answer as the copy holding the claim does."""
+    store = exchange.app.store
+    try:
+        stored = await store.claim(key, CLAIM_TTL_S)
+    except StoreUnavailable:
+        return _send(exchange, _unavailable("the request could not be checked for duplicates; retry later"))
+    if stored is not None:
+        return _send(exchange, _decode(stored) if stored else await _first_answer(store, key))
+    committed = False
+    try:
+        answer, committed = await _handle(exchange, ctx, key)
+        return answer
+    finally:
+        if not committed:
+            await _unclaim(store, key)
+
+
+async def _first_answer(store, key):
+    """Wait for the copy that holds the claim (another process) to store its answer."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+        try:
+            stored = await store.dedupe_get(key)
+        except StoreUnavailable:
+            break
+        if stored:
+            return _decode(stored)
+        if stored is None:          # the first copy failed and let go: the sender may retry
+            break
+    return _unavailable("another copy of this delivery is still being handled; retry later")
+
+
+async def _unclaim(store, key):
+    try:
+        await store.unclaim(key)
+    except StoreUnavailable:
+        pass                        # the claim expires after CLAIM_TTL_S
 
 
 async def _handle(exchange, ctx, key):
-    """Handle one request; return the answer sent (for concurrent copies)."""
+    """Run the steps, store jobs (and the answer, for ``key``), answer; returns
+    ``(answer, committed)`` — the answer sent, and whether the store kept it."""
     app, pipeline = exchange.app, exchange.pipeline
-    if key is not None:
-        stored = await _stored(app, key)
-        if stored is not None:
-            exchange.send(*stored)
-            return stored
     if pipeline.branches and app.deliverer is not None and app.deliverer.full:
-        return _send(exchange, _unavailable("the delivery backlog is full; retry later"))
+        return _send(exchange, _unavailable("the delivery backlog is full; retry later")), False
     if pipeline.is_async:
         ctx.http = app.outbound
         await arun_steps(pipeline.steps, ctx)
@@ -73,12 +112,12 @@ async def _handle(exchange, ctx, key):
     try:
         stored = await app.store.enqueue(jobs, dedupe=dedupe)
     except StoreUnavailable:
-        return _send(exchange, _unavailable("the request could not be stored; retry later"))
-    if stored is False:          # a copy in another process committed first: answer as it did
-        return _send(exchange, await _stored(app, key) or answer)
+        return _send(exchange, _unavailable("the request could not be stored; retry later")), False
+    if stored is False:          # the claim had expired and another copy committed: answer as it did
+        return _send(exchange, await _stored(app, key) or answer), True
     if jobs and app.deliverer is not None:
         app.deliverer.wake.set()
-    return _send(exchange, answer)
+    return _send(exchange, answer), True
 
 
 def _send(exchange, answer):
@@ -101,8 +140,10 @@ async def _stored(app, key):
         raw = await app.store.dedupe_get(key)
     except StoreUnavailable:
         return _unavailable("the request could not be checked for duplicates; retry later")
-    if raw is None:
-        return None
+    return _decode(raw) if raw else None
+
+
+def _decode(raw: bytes):
     status, body, ctype, headers = orjson.loads(raw)
     return status, body.encode(), ctype, [tuple(h) for h in headers]
 

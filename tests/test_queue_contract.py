@@ -256,6 +256,43 @@ async def test_dedupe_stores_the_first_response_for_its_ttl(store):
 
 
 @contract
+async def test_a_claim_is_held_until_the_response_replaces_it(store):
+    assert await store.claim("dlv-c", 60) is None                  # this caller holds it now
+    assert await store.claim("dlv-c", 60) == b""                   # another copy: still running
+    assert await store.dedupe_get("dlv-c") == b""
+    first = job(delivery="dlv-c")
+    assert await store.enqueue([first], dedupe=("dlv-c", b'{"ok": 1}', 60)) is True   # replaces it
+    assert await store.claim("dlv-c", 60) == b'{"ok": 1}'
+    assert await store.enqueue([job(delivery="dlv-c")], dedupe=("dlv-c", b"{}", 60)) is False
+    assert await store.dedupe_get("dlv-c") == b'{"ok": 1}'
+
+
+@contract
+async def test_unclaim_drops_only_a_placeholder(store):
+    assert await store.claim("dlv-u", 60) is None
+    await store.unclaim("dlv-u")
+    assert await store.dedupe_get("dlv-u") is None
+    assert await store.claim("dlv-u", 60) is None                  # the retry may run
+    assert await store.enqueue([], dedupe=("dlv-u", b'{"ok": 2}', 60)) is True
+    await store.unclaim("dlv-u")                                   # a stored answer stays
+    assert await store.dedupe_get("dlv-u") == b'{"ok": 2}'
+
+
+@contract
+async def test_a_claim_expires(store):
+    assert await store.claim("dlv-e", SHORT) is None
+    await asyncio.sleep(SHORT + 0.1)
+    assert await store.claim("dlv-e", 60) is None
+
+
+@contract
+async def test_only_one_of_many_concurrent_claims_wins(store):
+    results = await asyncio.gather(*(store.claim("dlv-race", 60) for _ in range(20)))
+    assert sum(r is None for r in results) == 1
+    assert all(r == b"" for r in results if r is not None)
+
+
+@contract
 async def test_dedupe_is_committed_only_with_the_jobs(store):
     first = job()
     await store.enqueue([first])

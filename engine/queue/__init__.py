@@ -101,7 +101,18 @@ class Store(Protocol):
         """
 
     async def dedupe_get(self, key: str) -> bytes | None:
-        """The stored first response for ``key``, if within its TTL."""
+        """The stored first response for ``key``, if within its TTL (``b""``: claimed,
+        the first copy is still running)."""
+
+    async def claim(self, key: str, ttl_s: float) -> bytes | None:
+        """Atomically claim a delivery id before running anything: ``None`` when this
+        caller now holds it (a ``b""`` placeholder for ``ttl_s``), else what is stored
+        (``b""`` while another copy runs, or its response). ``enqueue`` with the same
+        key replaces the placeholder with the response."""
+
+    async def unclaim(self, key: str) -> None:
+        """Drop this caller's claim (the placeholder only, never a stored response):
+        the first copy failed, so the sender's retry may run."""
 
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Job]:
         """Up to ``limit`` due pending jobs, plus leased jobs whose lease

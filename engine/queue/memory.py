@@ -36,7 +36,7 @@ class MemoryStore(StoreBase):
             raise DuplicateJob(f"job id already stored: {(taken or [j.id for j in jobs])[0]}")
         if dedupe is not None:
             key, response, ttl_s = dedupe
-            if self._dedupe_live(key) is not None:
+            if self._dedupe_live(key):            # a response is stored (b"" is only a claim)
                 return False
             self._dedupe[key] = (response, time.time() + ttl_s)
         for job in jobs:
@@ -45,6 +45,16 @@ class MemoryStore(StoreBase):
 
     async def dedupe_get(self, key: str) -> bytes | None:
         return self._dedupe_live(key)
+
+    async def unclaim(self, key: str) -> None:
+        if self._dedupe.get(key, (None, 0))[0] == b"":
+            del self._dedupe[key]
+
+    async def claim(self, key: str, ttl_s: float) -> bytes | None:
+        stored = self._dedupe_live(key)
+        if stored is None:
+            self._dedupe[key] = (b"", time.time() + ttl_s)
+        return stored
 
     def _dedupe_live(self, key: str) -> bytes | None:
         response, expires = self._dedupe.get(key, (None, 0.0))

@@ -91,8 +91,10 @@ for i = 6, #ARGV, 9 do
   if seen[ARGV[i]] or redis.call('EXISTS', jobkey(ARGV[i])) == 1 then return {-1, ARGV[i]} end
   seen[ARGV[i]] = true
 end
-if ARGV[3] ~= '' and not redis.call('SET', P .. 'dedupe:' .. ARGV[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  return {0}
+if ARGV[3] ~= '' then
+  local current = redis.call('GET', P .. 'dedupe:' .. ARGV[3])
+  if current and current ~= '' then return {0} end   -- '' is only a claim: replace it
+  redis.call('SET', P .. 'dedupe:' .. ARGV[3], ARGV[4], 'PX', ARGV[5])
 end
 for i = 6, #ARGV, 9 do
   local id = ARGV[i]
@@ -243,7 +245,8 @@ class RedisStore(StoreBase):
         pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **POOL)
         self._redis = redis.asyncio.Redis(connection_pool=pool)
         names = {"enqueue": ENQUEUE, "lease": LEASE, "finish": FINISH, "release": RELEASE,
-                 "replay": REPLAY, "purge": PURGE, "take": TAKE_TOKEN}
+                 "replay": REPLAY, "purge": PURGE, "take": TAKE_TOKEN, "claim": CLAIM,
+                 "unclaim": UNCLAIM}
         self._scripts = {name: self._redis.register_script(text) for name, text in names.items()}
         try:
             await self._redis.xgroup_create(self._key("ready"), GROUP, id="0", mkstream=True)
@@ -371,12 +374,36 @@ class RedisStore(StoreBase):
 
 
     @_guarded
+    async def claim(self, key: str, ttl_s: float) -> bytes | None:
+        return await self._scripts["claim"](keys=[self._key("dedupe:" + key)],
+                                            args=[str(max(1, int(ttl_s * 1000)))], client=self._client)
+
+    @_guarded
+    async def unclaim(self, key: str) -> None:
+        await self._scripts["unclaim"](keys=[self._key("dedupe:" + key)], args=[], client=self._client)
+
+    @_guarded
     async def take_token(self, bucket: str, rate: float, burst: int) -> float:
         """A token bucket shared by every process on this Redis: 0 when a request may
         go ahead, else the seconds until it may (the bucket is not charged then)."""
         key = self._key("rate:" + bucket)
         wait = await self._scripts["take"](keys=[key], args=[repr(rate), str(burst)], client=self._client)
         return float(wait)
+
+
+# A delivery id: what is stored, or nothing — then a '' placeholder is set (the claim).
+CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], '', 'PX', ARGV[1])
+return false
+"""
+
+
+UNCLAIM = """
+if redis.call('GET', KEYS[1]) == '' then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 # Redis' own clock (TIME) keeps buckets right across machines whose clocks differ.

@@ -252,6 +252,12 @@ class SqliteStore(StoreBase):
     async def dedupe_get(self, key: str) -> bytes | None:
         return await self._read(_dedupe_get, key)
 
+    async def claim(self, key: str, ttl_s: float) -> bytes | None:
+        return await self._write(_claim, key, ttl_s)
+
+    async def unclaim(self, key: str) -> None:
+        await self._write(_change, "DELETE FROM dedupe WHERE key = ? AND response = x''", (key,))
+
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Job]:
         return await self._write(_lease, consumer, limit, visibility_s) if limit > 0 else []
 
@@ -311,8 +317,8 @@ def _enqueue(conn, jobs, dedupe) -> bool:
     if dedupe is not None:
         key, response, ttl_s = dedupe
         now = time.time()
-        row = conn.execute("SELECT expires_at FROM dedupe WHERE key = ?", (key,)).fetchone()
-        if row is not None and row[0] > now:
+        row = conn.execute("SELECT expires_at, response FROM dedupe WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] > now and row[1]:      # b"" is only a claim: replace it
             return False
         conn.execute("INSERT OR REPLACE INTO dedupe VALUES (?, ?, ?)", (key, response, now + ttl_s))
     rows = [(j.id, j.delivery, j.pipeline, j.branch, j.payload, j.attempt, j.created_at, j.due_at, j.last_error)
@@ -351,6 +357,15 @@ def _change(conn, sql: str, args: tuple) -> int:
 
 def _select(conn, where: str, args: tuple) -> list[Job]:
     return [Job(*row) for row in conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs {where}", args)]
+
+
+def _claim(conn, key: str, ttl_s: float) -> bytes | None:
+    now = time.time()
+    row = conn.execute("SELECT response FROM dedupe WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+    if row is not None:
+        return bytes(row[0])
+    conn.execute("INSERT OR REPLACE INTO dedupe VALUES (?, ?, ?)", (key, b"", now + ttl_s))
+    return None
 
 
 def _dedupe_get(conn, key: str) -> bytes | None:
