@@ -56,6 +56,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
         # rate limits are shared through the store when it can (Redis), else kept per process
         self.shared_limits = store if hasattr(store, "take_token") else None
+        self.refused = Refusals()
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
@@ -71,6 +72,19 @@ class App(httputil.HTTPServerConnectionDelegate):
         if now != self._date_at:
             self._date, self._date_at = email.utils.formatdate(now, usegmt=True), now
         return self._date
+
+
+class Refusals:
+    """How many requests each pipeline refused, by reason (signature checks, auth,
+    allow_ips), since the process started; each refusal's log line carries its count."""
+
+    def __init__(self):
+        self.counts: dict = {}
+
+    def count(self, pipeline: str, reason: str) -> int:
+        key = (pipeline, reason)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
 
 
 class _Route:
@@ -148,7 +162,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             denied = p.auth.check(_headers(headers), _query(self.start.path.partition("?")[2]))
         if denied is not None:
             if denied.status != 429:
-                log.warning("pipeline %s: %s refused: %s", p.name, client, denied.slug)
+                count = self.app.refused.count(p.name, denied.slug)
+                log.warning("pipeline %s: %s refused: %s (%d so far)", p.name, client, denied.slug, count)
             self.early = problem(denied.status, denied.slug, denied.title, denied.detail) + (dict(denied.headers),)
             self.chunks = None
 
@@ -286,7 +301,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         try:
             verifier.check(self.start.method, self.start.path, headers, self.raw, time.time())
         except VerifyError as exc:
-            log.warning("pipeline %s: signature refused: %s", self.pipeline.name, exc.reason)
+            count = self.app.refused.count(self.pipeline.name, exc.reason)
+            log.warning("pipeline %s: signature refused: %s (%d so far)", self.pipeline.name, exc.reason, count)
             self.send(*problem(401, "bad-signature", "Signature check failed", exc.detail, reason=exc.reason),
                       CONTENT_TYPE)
             return False

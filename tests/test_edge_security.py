@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import threading
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -435,6 +436,16 @@ def test_refusals_are_logged_with_their_reason_only(server):
     log = server.log.read()
     assert "pipeline sec-verify-github: signature refused: no-match" in log
     assert_discreet(server, resp)
+
+
+def test_refusals_are_counted_per_pipeline_and_reason(server):
+    counts = []
+    for _ in range(2):
+        refused(server, send(server, PRESETS[0].signed(secret="wrong")), "no-match")
+        time.sleep(0.2)
+        found = re.findall(r"sec-verify-github: signature refused: no-match \((\d+) so far\)", server.log.read())
+        counts.append(int(found[-1]))
+    assert counts[1] == counts[0] + 1
 
 
 def test_githubs_documented_example_passes(server, destination):
