@@ -246,12 +246,15 @@ def _compile(cc):
 
 
 def _secret(cc, path) -> str:
-    """A credential from ${env:…}/${file:…} (a literal one is a warning)."""
+    """A credential from ${env:…}/${file:…} (a literal one is a warning); "" when unusable."""
     if not any(p.kind in ("env", "file") for p in parse(cc.get(path))):
         cc.error(path, "literal-secret", "a secret written in the file leaks with it; use ${env:NAME} "
                  "or ${file:PATH}", severity="warning")
     template = cc.template(path, url=False)
-    return template.render({}) if template is not None and template.is_static else ""
+    if template is not None and not template.is_static:
+        cc.error(path, "bad-template", "a secret is fixed at load time: it cannot hold {expressions}")
+        return ""
+    return template.render({}) if template is not None else ""
 
 
 def _auth(cc, spec, realm):
@@ -299,13 +302,8 @@ def _verifier(cc, spec):
     base = ("receive", "verify")
     secrets, missing = [], False
     for i, raw in enumerate(spec.get("secrets", [])):
-        path = base + ("secrets", i)
-        if not any(p.kind in ("env", "file") for p in parse(raw)):
-            cc.error(path, "literal-secret", "a secret written in the file leaks with it; use ${env:NAME} "
-                     "or ${file:PATH}", severity="warning")
         missing |= any(p.kind == "env" and p.text not in cc.env for p in parse(raw))
-        template = cc.template(path, url=False)
-        secrets.append(template.render({}) if template is not None and template.is_static else "")
+        secrets.append(_secret(cc, base + ("secrets", i)))
     options = {k: v for k, v in spec.items() if k not in ("preset", "secrets")}
     try:
         return make_verifier(spec["preset"], secrets, **options)

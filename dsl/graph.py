@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .runtime import evaluate
+from .templates import to_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,22 +26,13 @@ class Respond:
 
     def render(self, ctx):
         """Evaluate headers and body for this request: (status, headers, body value)."""
-        headers = [(name, _text(evaluate(expr, ctx, self.where))) for name, expr in self.headers]
+        headers = [(name, to_text(evaluate(expr, ctx, self.where))) for name, expr in self.headers]
         body = evaluate(self.body, ctx, self.where) if self.body is not None else _NO_BODY
         return self.status, headers, body
 
 
 _NO_BODY = object()
 NO_BODY = _NO_BODY
-
-
-def _text(value) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    import orjson
-    return orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import uuid
 from urllib.parse import parse_qs
 
 import orjson
+from jmespath.exceptions import JMESPathError
 from tornado import httputil
 
 from dsl.graph import NO_BODY
@@ -27,7 +28,9 @@ from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
 from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import BodyError, parse_body
+from .admin import handle_http
 from .clients import client_address
+from .durable import handle_durable
 from .negotiation import forced, header_value, negotiated, problem_as
 from .outbound import Outbound
 from .problems import CONTENT_TYPE, problem
@@ -103,11 +106,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw", "admin_path", "rate_key")
+                 "decoder", "raw", "admin_path", "rate_key", "lower")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
-        self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = None
+        self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = self.lower = None
         self.chunks, self.size, self.raw = [], 0, b""
 
     def headers_received(self, start_line, headers):
@@ -155,11 +158,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
         client = self.app.client_address(self.conn, headers)
         denied = p.allow_ips.check(client) if p.allow_ips else None
         if denied is None and p.rate_limit and self.app.shared_limits is not None:
-            self.rate_key = self._rate_key(client, headers)    # checked against Redis in finish()
+            self.rate_key = self._rate_key(client)    # checked against Redis in finish()
         elif denied is None and p.rate_limit:
-            denied = p.rate_limit.take(self._rate_key(client, headers))
+            denied = p.rate_limit.take(self._rate_key(client))
         if denied is None and p.auth:
-            denied = p.auth.check(_headers(headers), _query(self.start.path.partition("?")[2]))
+            denied = p.auth.check(self._lower(), _query(self.start.path.partition("?")[2]))
         if denied is not None:
             if denied.status != 429:
                 count = self.app.refused.count(p.name, denied.slug)
@@ -167,14 +170,20 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.early = problem(denied.status, denied.slug, denied.title, denied.detail) + (dict(denied.headers),)
             self.chunks = None
 
-    def _rate_key(self, client, headers) -> str:
+    def _lower(self) -> dict:
+        """The request headers as expressions see them, built once per request."""
+        if self.lower is None:
+            self.lower = _headers(self.headers)
+        return self.lower
+
+    def _rate_key(self, client) -> str:
         key = self.pipeline.rate_limit.key
         if key is None:
             return client or ""
-        doc = {"request": {"headers": _headers(headers), "client": client}, "steps": {}}
+        doc = {"request": {"headers": self._lower(), "client": client}, "steps": {}}
         try:
             return to_text(key.search(doc))
-        except Exception:
+        except (JMESPathError, RecursionError):
             return client or ""
 
     def _check_encoding(self, headers):
@@ -290,7 +299,6 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     async def _run_durable(self, ctx):
         try:
-            from .durable import handle_durable
             await handle_durable(self, ctx)
         except Exception as exc:
             self._fail(exc)
@@ -309,7 +317,6 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return True
 
     async def _admin(self):
-        from .admin import handle_http
         try:
             query = _query(self.start.path.partition("?")[2])
             status, value = await handle_http(self.app.store, self.app.admin[1], self.start.method,
@@ -326,7 +333,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _context(self):
         if not self._read_raw():
             return None
-        headers = _headers(self.headers)
+        headers = self._lower()
         if self.pipeline.verifier is not None and not self._verified(headers):
             return None
         body = self._body()

@@ -22,12 +22,16 @@ dead-letters the job — unless ``on_error: continue``.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlencode
 
 import orjson
 
 from ..runtime import CallError, DeliveryFailed, StepFailed, dumps_json, evaluate
 from ..spec import METHODS, doc, expression, strict
+from ..templates import to_text
 
 KEY = "call"
 DEFAULT_TIMEOUT_S = 10.0
@@ -97,7 +101,6 @@ class Call:
         url = self.url.render(data)
         query = [(k, v) for name, expr in self.query for k, v in _pairs(name, evaluate(expr, ctx, self.where))]
         if query:
-            from urllib.parse import urlencode
             url += ("&" if "?" in url else "?") + urlencode(query)
         headers = {name: _one_line(t.render(data)) for name, t in self.headers}
         named = {name.lower() for name in headers}
@@ -127,8 +130,6 @@ def _seconds(value) -> float | None:
         return None
     if value.strip().isdigit():
         return float(value.strip())
-    from email.utils import parsedate_to_datetime
-    import time
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -137,13 +138,8 @@ def _seconds(value) -> float | None:
 
 def _pairs(name, value):
     if isinstance(value, list):
-        return [(name, _scalar(v)) for v in value]
-    return [] if value is None else [(name, _scalar(value))]
-
-
-def _scalar(value) -> str:
-    from ..templates import to_text
-    return to_text(value)
+        return [(name, to_text(v)) for v in value]
+    return [] if value is None else [(name, to_text(value))]
 
 
 def _one_line(text: str) -> str:
