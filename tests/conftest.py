@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, Phase, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -91,13 +92,25 @@ class LogTail:
         return "".join(self.lines)
 
 
-def start_hookline(paths, env=None, workers=1, extra=()) -> Proc:
+# Properties tested over HTTP: no shrink phase (shrinking one failure costs ~1,000 requests);
+# the failure message carries the whole request, which is enough to write a plain test.
+HTTP_PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, database=None,
+                                  phases=(Phase.explicit, Phase.reuse, Phase.generate),
+                                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                         HealthCheck.filter_too_much])
+
+
+def start_hookline(paths, env=None, workers=1, extra=(), tail=False) -> Proc:
+    """``hookline serve PATHS`` on a free port; ``tail=True`` drains its output into ``.log``."""
     port = free_port()
     if "--store" not in extra:   # never leave a hookline.db in the checkout
         extra = (*extra, "--store", f"sqlite:{tempfile.mkdtemp(prefix='hookline-test-')}/hookline.db")
     args = [*HOOKLINE, "serve", *map(str, paths), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), *extra]
-    return Proc(args, env or {}, f"http://127.0.0.1:{port}")
+    proc = Proc(args, env or {}, f"http://127.0.0.1:{port}")
+    if tail:
+        proc.log = LogTail(proc)
+    return proc
 
 
 def start_demo_destination() -> Proc:

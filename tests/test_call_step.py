@@ -21,7 +21,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from conftest import ROOT, free_port, start_hookline, LogTail
+from conftest import ROOT, free_port, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "call"
 PROBLEM = "application/problem+json"
@@ -135,8 +135,7 @@ def dest():
 @pytest.fixture(scope="module")
 def server(dest):
     env = {"DEST_URL": dest.url, "DOWN_URL": f"http://127.0.0.1:{free_port()}", "TOKEN": TOKEN}
-    proc = start_hookline([PIPELINES], env=env)
-    proc.log = LogTail(proc)
+    proc = start_hookline([PIPELINES], env=env, tail=True)
     yield proc
     proc.stop()
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from conftest import ROOT, start_hookline, LogTail
+from conftest import ROOT, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "http"
 PROBLEM = "application/problem+json"
@@ -29,8 +28,7 @@ GOOD_ORDER = {"id": 1, "line_items": [{"sku": "A-1", "quantity": 2}]}
 
 @pytest.fixture(scope="module")
 def server():
-    proc = start_hookline([PIPELINES])
-    proc.log = LogTail(proc)
+    proc = start_hookline([PIPELINES], tail=True)
     yield proc
     proc.stop()
 

@@ -36,7 +36,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -45,7 +44,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conftest import CORPUS, ROOT, start_hookline, LogTail
+from conftest import CORPUS, ROOT, start_hookline
 from engine.formats import parse_body
 
 PIPELINES = ROOT / "tests" / "pipelines" / "http_full"
@@ -57,8 +56,7 @@ needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is no
 
 @pytest.fixture(scope="module")
 def server():
-    proc = start_hookline([PIPELINES])
-    proc.log = LogTail(proc)
+    proc = start_hookline([PIPELINES], tail=True)
     yield proc
     proc.stop()
 

@@ -18,30 +18,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from conftest import ROOT, start_hookline, LogTail
+from conftest import HTTP_PROPERTY_SETTINGS, ROOT, start_hookline
 from engine.formats import parse_body
 
 PIPELINES = ROOT / "tests" / "pipelines" / "http_full"
 OFFERED = ("application/json", "application/xml", "text/plain", "text/csv")    # echo.yaml's formats
-# No shrink phase: shrinking a failure over HTTP costs hundreds of requests; the failure
-# message carries the value and the Accept header, which is enough to write a plain test.
-SETTINGS = settings(max_examples=150, deadline=None, database=None,
-                    phases=(Phase.explicit, Phase.reuse, Phase.generate),
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+SETTINGS = HTTP_PROPERTY_SETTINGS
 
 
 @pytest.fixture(scope="module")
 def server():
-    proc = start_hookline([PIPELINES])
-    proc.log = LogTail(proc)
+    proc = start_hookline([PIPELINES], tail=True)
     proc.session = requests.Session()
     yield proc
     proc.session.close()

@@ -13,30 +13,23 @@ import http.client
 import json
 import socket
 import string
-import threading
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ROOT, start_hookline, LogTail
+from conftest import HTTP_PROPERTY_SETTINGS, ROOT, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "props"
 PROBLEM = "application/problem+json"
-# No shrink phase: shrinking a failure over HTTP costs ~1,000 requests (30-60 s); the failure
-# messages carry the whole request, and each bug found has a deterministic test elsewhere.
-SETTINGS = settings(max_examples=150, deadline=None, database=None,
-                    phases=(Phase.explicit, Phase.reuse, Phase.generate),
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+SETTINGS = HTTP_PROPERTY_SETTINGS
 
 
 @pytest.fixture(scope="module")
 def server():
-    proc = start_hookline([PIPELINES])
-    proc.log = LogTail(proc)
+    proc = start_hookline([PIPELINES], tail=True)
     proc.session = requests.Session()
     yield proc
     proc.session.close()

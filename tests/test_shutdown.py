@@ -20,7 +20,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from conftest import ROOT, start_hookline, LogTail
+from conftest import ROOT, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "shutdown"
 SHUTDOWN_TIMEOUT = 5.0
@@ -75,8 +75,7 @@ def serve(dest):
 
     def start(workers=1):
         proc = start_hookline([PIPELINES], env={"DEST_URL": dest.url}, workers=workers,
-                              extra=("--shutdown-timeout", str(SHUTDOWN_TIMEOUT)))
-        proc.log = LogTail(proc)
+                              extra=("--shutdown-timeout", str(SHUTDOWN_TIMEOUT)), tail=True)
         started.append(proc)
         return proc
 
