@@ -19,6 +19,7 @@ from .errors import Diagnostic
 from .expressions import ExpressionError, bare_literals, compile_expression
 from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
+from .reads import Selection, reads_of
 from .schemas import coercions, load_schema_and_source
 from .shape import check_shape
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
@@ -235,6 +236,7 @@ def _compile(cc):
         max_body_bytes=receive.get("max_body_bytes", DEFAULT_MAX_BODY), checks=checks,
         steps=steps, respond=respond, is_async=any(s is not None and s.is_async for s in steps),
         param_names=params, branches=branches, dedupe=dedupe, verifier=verifier,
+        persist=_persist(branches),
         content_types=frozenset(t.lower() for t in receive.get("content_types", ())),
         accept_raw=any(not _parseable(t) for t in receive.get("content_types", ())),
         cors=_cors(receive) if "cors" in receive else None,
@@ -334,6 +336,13 @@ def _branch(cc, index, spec):
         steps = cc.steps(path + ("steps",))
     retry = Retry(**{**RETRY_DEFAULTS, **spec.get("retry", {})})
     return AsyncBranch(spec["id"], when, steps, retry)
+
+
+def _persist(branches) -> Selection:
+    """What a branch job keeps of the context: what the branches' steps read
+    (their ``when`` is evaluated before the job is stored)."""
+    reads = reads_of(tuple(b.steps for b in branches))
+    return Selection.of([None] if reads is None else reads)
 
 
 def _path_params(cc, path) -> tuple:

@@ -170,6 +170,7 @@ class Pipeline:
     auth: object = None          # dsl.access.Auth
     allow_ips: object = None     # dsl.access.AllowIps
     rate_limit: object = None    # dsl.access.RateLimit
+    persist: object = None       # dsl.reads.Selection: what of the context a branch job keeps
 
     @property
     def durable(self) -> bool:

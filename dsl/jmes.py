@@ -47,6 +47,7 @@ from jmespath.lexer import Lexer
 from jmespath.parser import Parser
 
 from .errors import HooklineDslError
+from .reads import expression_reads
 from .jmes_functions import (
     COMPARISONS, InvalidTypeError, InvalidValueError, _Expression, arity_problem,
     compile_call, copy_json, get_field, is_false, is_known, is_number,
@@ -77,6 +78,8 @@ class Expression:
     source: str
     search: Search
     _step_refs: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+    reads: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
+    """Root paths the value depends on (``dsl.reads``); None: the whole context."""
 
     def step_refs(self) -> tuple[tuple[str, int], ...]:
         """Each ``steps.<id>`` read from the root context: ``(id, offset of id)``.
@@ -99,7 +102,7 @@ def compile_expression(text: str) -> Expression:
         problems = _function_problems(tree, offsets)
         if problems:
             raise problems[0]
-        return Expression(text, _compile(tree), _step_refs(tree, offsets))
+        return Expression(text, _compile(tree), _step_refs(tree, offsets), expression_reads(tree))
     except RecursionError:
         raise ExpressionError("bad-expression", "expression is nested too deeply", 0) from None
 

@@ -159,21 +159,27 @@ def _jobs(pipeline, ctx, delivery):
     if not chosen:
         return []
     now = time.time()
-    payload = orjson.dumps(_persisted(ctx.data, pipeline.auth))
+    payload = orjson.dumps(_persisted(ctx.data, pipeline))
     return [Job(id=uuid.uuid4().hex, delivery=delivery, pipeline=pipeline.name, branch=b.id,
                 payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
             for b in chosen]
 
 
-def _persisted(data, auth):
-    """The context as stored: credentials the sender used are not kept (the
-    usual headers, and the pipeline's API key header or query parameter)."""
-    request = dict(data["request"])
-    private = _PRIVATE_HEADERS + ((auth.name,) if auth is not None and auth.scheme == "header" else ())
-    request["headers"] = {k: v for k, v in request["headers"].items() if k not in private}
-    if auth is not None and auth.scheme == "query":
-        request["query"] = {k: v for k, v in request["query"].items() if k != auth.name}
-    return {"request": request, "steps": data["steps"]}
+def _persisted(data, pipeline):
+    """The context as stored: only what the branches read (``Pipeline.persist``), and
+    never the credentials the sender used (the usual headers, and the pipeline's API
+    key header or query parameter)."""
+    kept = pipeline.persist.select(data) if pipeline.persist is not None else data
+    auth, request = pipeline.auth, kept.get("request")
+    if request is not None:
+        request = dict(request)
+        private = _PRIVATE_HEADERS + ((auth.name,) if auth is not None and auth.scheme == "header" else ())
+        if "headers" in request:
+            request["headers"] = {k: v for k, v in request["headers"].items() if k not in private}
+        if auth is not None and auth.scheme == "query" and "query" in request:
+            request["query"] = {k: v for k, v in request["query"].items() if k != auth.name}
+        return {"request": request, "steps": kept.get("steps", {})}
+    return {"steps": kept.get("steps", {})}
 
 
 def _accepted(delivery, admin):

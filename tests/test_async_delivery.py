@@ -480,6 +480,9 @@ def test_400_is_dead_lettered_with_the_reason_and_replay_delivers_it(dest, serve
     assert job["attempt"] == 1 and len(dest.of("r400")) == 1
     shown = json.loads(hookline("dlq", "show", job["id"], store=store).stdout)
     assert shown["state"] == "dead" and shown["payload"]["request"]["body"]["id"] == "r400"
+    # the job keeps only what the branch reads (`body: request.body`): no headers, query, params
+    assert shown["payload"].keys() == {"request", "steps"} and shown["payload"]["steps"] == {}
+    assert shown["payload"]["request"].keys() == {"body"}, shown["payload"]
     out = hookline("dlq", "replay", job["id"], store=store)
     assert out.returncode == 0 and json.loads(out.stdout) == {"replayed": 1}, out
     wait_until(lambda: "r400" in dest.delivered(), 10, "the replayed job delivered by the running server")
