@@ -26,7 +26,13 @@ def _parser():
                        help="pipeline directories or files (default: pipelines)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (default 1)")
+    serve.add_argument("--workers", type=int, default=1, help="HTTP processes sharing the port (default 1)")
+    serve.add_argument("--delivery-workers", type=int, default=1, metavar="N",
+                       help="processes delivering async branches (default 1); 0: deliver inside each "
+                            "HTTP worker (always so with the memory: store)")
+    serve.add_argument("--delivery-nice", type=int, default=10, choices=range(0, 20), metavar="N",
+                       help="run delivery workers N steps nicer than the HTTP workers (0-19, default 10): "
+                            "on a shared core acknowledging comes first")
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                        help="on SIGTERM, wait this long for running requests (default 10)")
     serve.add_argument("--store", default="sqlite:hookline.db", metavar="URL",
@@ -147,7 +153,7 @@ def _lint(args) -> int:
 
 
 def _serve(args) -> int:
-    from .serve import configure_logging, serve
+    from .serve import configure_logging, delivers_apart, serve
     pipelines, problems = _compile(args.paths)
     if problems:
         print(f"hookline serve: not starting: {len(problems)} problem(s)", file=sys.stderr)
@@ -159,8 +165,9 @@ def _serve(args) -> int:
 
     def ready(sockets):
         port = sockets[0].getsockname()[1]
+        apart = args.delivery_workers if delivers_apart(pipelines, args.store, args.delivery_workers) else 0
         print(f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
-              f"(workers={args.workers})", file=sys.stderr, flush=True)
+              f"(workers={args.workers}, delivery_workers={apart})", file=sys.stderr, flush=True)
 
     from dsl.access import parse_networks
     from .queue import open_store
@@ -183,7 +190,8 @@ def _serve(args) -> int:
         admin = (args.admin_prefix.rstrip("/"), token)
     return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
                  store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
-                 admin=admin, trusted=trusted,
+                 admin=admin, trusted=trusted, delivery_workers=args.delivery_workers,
+                 delivery_nice=args.delivery_nice,
                  allow_hosts=tuple(h.strip() for h in args.allow_hosts.split(",") if h.strip()))
 
 

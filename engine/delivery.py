@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 import time
@@ -21,29 +22,74 @@ from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 log = logging.getLogger("hookline.delivery")
 
 
+class Backlog:
+    """Backpressure: pending + leased jobs in the store, counted at most once a second
+    by ``run()``; ``full`` while the count is at ``limit`` or over."""
+
+    def __init__(self, store, limit: int, every_s: float = 1.0):
+        self.store, self.limit, self.every_s, self.count = store, limit, every_s, 0
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.count = await self.store.backlog()
+            except Exception:
+                log.exception("backlog check failed")
+            await asyncio.sleep(self.every_s)
+
+
+class Nudge:
+    """Wakes the delivery workers after a commit with jobs: one byte down the pipe
+    they watch, at most once per event-loop iteration however many commits it saw."""
+
+    def __init__(self, fd: int):
+        self.fd, self._pending = fd, False
+
+    def __call__(self) -> None:
+        if not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._pending = False
+        try:
+            os.write(self.fd, b"w")
+        except BlockingIOError:     # the pipe is full: the delivery workers have bytes to read
+            pass
+
+
+def watch(fd: int, event: asyncio.Event) -> None:
+    """Set ``event`` whenever a :class:`Nudge` wrote to ``fd`` (the read end)."""
+    def readable():
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        event.set()
+    asyncio.get_running_loop().add_reader(fd, readable)
+
+
 class Deliverer:
-    """One per process; ``run()`` until ``stop()``."""
+    """Leases jobs and runs their branches, ``concurrency`` at a time; ``run()`` until ``stop()``."""
 
     def __init__(self, store, pipelines, outbound, *, concurrency=64, visibility_s=60.0,
-                 poll_s=0.5, max_backlog=100_000, rng=random.uniform):
+                 poll_s=0.5, rng=random.uniform):
         self.store, self.outbound = store, outbound
         self.branches = {(p.name, b.id): b for p in pipelines for b in p.branches}
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.concurrency, self.visibility_s, self.poll_s = concurrency, visibility_s, poll_s
-        self.max_backlog, self.backlog, self.rng = max_backlog, 0, rng
+        self.rng = rng
         self.running: set = set()
         self.wake = asyncio.Event()
         self._stopping = False
-        self._last_backlog = 0.0
-
-    @property
-    def full(self) -> bool:
-        """Backpressure: refuse new async work while the backlog is over its bound."""
-        return self.backlog >= self.max_backlog
 
     async def run(self) -> None:
         while not self._stopping:
-            await self._refresh_backlog()
             free = self.concurrency - len(self.running)
             jobs = await self._lease(free) if free > 0 else []
             for job in jobs:
@@ -60,15 +106,6 @@ class Deliverer:
             log.exception("lease failed; retrying")
             await asyncio.sleep(1)
             return []
-
-    async def _refresh_backlog(self):
-        now = time.monotonic()
-        if now - self._last_backlog >= 1.0:
-            self._last_backlog = now
-            try:
-                self.backlog = await self.store.backlog()
-            except Exception:
-                log.exception("backlog check failed")
 
     async def _sleep(self):
         self.wake.clear()

@@ -9,8 +9,8 @@ for dedupe) in one commit, and only then answer.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 
 import orjson
 
@@ -22,6 +22,58 @@ from .queue import Job, StoreUnavailable
 
 RETRY_AFTER_S = "5"
 _PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
+
+
+def start_plain(exchange, ctx) -> bool:
+    """The common case — async branches, no dedupe, synchronous steps — without a task:
+    run the steps, hand the jobs to the store, answer from the commit's callback.
+    True when the answer now comes from that callback."""
+    app, pipeline = exchange.app, exchange.pipeline
+    if app.backlog is not None and app.backlog.full:
+        _send(exchange, _unavailable("the delivery backlog is full; retry later"))
+        return False
+    run_steps(pipeline.steps, ctx)
+    delivery = new_id()
+    jobs = _jobs(pipeline, ctx, delivery)
+    answer = exchange.response(ctx, default=_accepted(delivery, app.admin))
+    if not jobs:                 # no branch chosen: nothing to persist
+        _send(exchange, answer)
+        return False
+    try:
+        committed = app.store.enqueue_soon(jobs)
+    except StoreUnavailable:
+        _send(exchange, _unavailable("the request could not be stored; retry later"))
+        return False
+    committed.add_done_callback(lambda future: _committed(exchange, answer, future))
+    return True
+
+
+def _committed(exchange, answer, future) -> None:
+    app = exchange.app
+    app.inflight -= 1
+    try:
+        future.result()
+    except StoreUnavailable:
+        _send(exchange, _unavailable("the request could not be stored; retry later"))
+        return
+    except Exception as exc:
+        exchange._fail(exc)
+        return
+    if app.nudge is not None:
+        app.nudge()
+    _send(exchange, answer)
+
+
+def new_id() -> str:
+    """32 hex digits: milliseconds since 1970 (12), then 80 random bits (20), as in a
+    UUIDv7. Ids sort by creation time, so a store's index grows at one end instead of
+    touching a random page per insert.
+
+    >>> a, b = new_id(), new_id()
+    >>> len(a), a[:12] <= b[:12], a != b
+    (32, True, True)
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 async def handle_durable(exchange, ctx) -> None:
@@ -98,14 +150,14 @@ async def _handle(exchange, ctx, key):
     """Run the steps, store jobs (and the answer, for ``key``), answer; returns
     ``(answer, committed)`` — the answer sent, and whether the store kept it."""
     app, pipeline = exchange.app, exchange.pipeline
-    if pipeline.branches and app.deliverer is not None and app.deliverer.full:
+    if pipeline.branches and app.backlog is not None and app.backlog.full:
         return _send(exchange, _unavailable("the delivery backlog is full; retry later")), False
     if pipeline.is_async:
         ctx.http = app.outbound
         await arun_steps(pipeline.steps, ctx)
     else:
         run_steps(pipeline.steps, ctx)
-    delivery = uuid.uuid4().hex
+    delivery = new_id()
     jobs = _jobs(pipeline, ctx, delivery)
     answer = exchange.response(ctx, default=_accepted(delivery, app.admin) if pipeline.branches else None)
     dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
@@ -115,8 +167,8 @@ async def _handle(exchange, ctx, key):
         return _send(exchange, _unavailable("the request could not be stored; retry later")), False
     if stored is False:          # the claim had expired and another copy committed: answer as it did
         return _send(exchange, await _stored(app, key) or answer), True
-    if jobs and app.deliverer is not None:
-        app.deliverer.wake.set()
+    if jobs and app.nudge is not None:
+        app.nudge()
     return _send(exchange, answer), True
 
 
@@ -160,7 +212,7 @@ def _jobs(pipeline, ctx, delivery):
         return []
     now = time.time()
     payload = orjson.dumps(_persisted(ctx.data, pipeline))
-    return [Job(id=uuid.uuid4().hex, delivery=delivery, pipeline=pipeline.name, branch=b.id,
+    return [Job(id=new_id(), delivery=delivery, pipeline=pipeline.name, branch=b.id,
                 payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
             for b in chosen]
 

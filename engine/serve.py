@@ -1,13 +1,30 @@
-"""Run the server: one process, or N worker processes on one port.
+"""Run the server: HTTP worker processes on one port, and delivery worker processes.
 
-SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by
-``shutdown_timeout``), close connections, exit 0. With ``workers > 1`` the
-parent binds the socket, forks the workers, forwards the signal to them and
-restarts a worker that dies on its own.
+    hookline serve pipelines --workers 2 --delivery-workers 1
+
+An HTTP worker reads, validates, runs the sync steps, commits the branch jobs
+and answers. A delivery worker leases jobs and calls the destinations. They
+are separate processes so that delivering never slows the acknowledgements
+(it would share one event loop otherwise), and the operating system runs them
+on separate cores. After a commit with jobs an HTTP worker writes a byte to a
+pipe the delivery workers watch (at most once per loop iteration), so delivery
+starts at once instead of at the next poll.
+
+One process does everything when there is one HTTP worker and nothing to
+deliver in the background: no async branches, the ``memory:`` store (it
+cannot be shared between processes) or ``--delivery-workers 0`` (deliver
+inside each HTTP worker). Otherwise the parent binds the socket, forks the
+workers, restarts a worker that dies on its own, and gives each the
+parent-death signal: a ``kill -9`` of the parent ends them all.
+
+SIGTERM/SIGINT: stop accepting, let in-flight requests and delivery attempts
+finish (bounded by ``shutdown_timeout``), release leases, close connections,
+exit 0; the parent forwards the signal to every worker.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -22,51 +39,60 @@ from .outbound import Outbound
 from .server import App
 
 log = logging.getLogger("hookline")
+DELIVERY_NICE = 10      # delivery workers' niceness relative to the HTTP workers (0-19)
 
 
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,
           ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
-          visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=()) -> int:
+          visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=(),
+          delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE) -> int:
     sockets = bind_sockets(port, host, reuse_port=False)
     if ready:
         ready(sockets)
     options = {"shutdown_timeout": shutdown_timeout, "store_url": store_url, "max_backlog": max_backlog,
                "visibility_s": visibility_s, "admin": admin, "trusted": trusted, "allow_hosts": allow_hosts}
-    if workers <= 1:
-        return asyncio.run(_worker(pipelines, sockets, **options))
-    return _supervise(pipelines, sockets, workers, options)
+    if not delivers_apart(pipelines, store_url, delivery_workers):
+        delivery_workers = 0
+    if workers <= 1 and not delivery_workers:
+        return asyncio.run(_worker(pipelines, sockets, wake_fd=None, **options))
+    return _supervise(pipelines, sockets, workers, delivery_workers, dict(options, nice=delivery_nice))
 
 
-async def _open_delivery(pipelines, store_url, max_backlog, outbound, visibility_s, admin):
-    """The store and the background deliverer, when any pipeline (or the admin API) needs them."""
+def delivers_apart(pipelines, store_url: str, delivery_workers: int) -> bool:
+    """Whether delivery runs in processes of its own (see the module docstring)."""
+    return (delivery_workers > 0 and any(p.branches for p in pipelines)
+            and not store_url.lower().startswith("memory:"))
+
+
+def _needs_store(pipelines, store_url, admin) -> bool:
     shared_limits = store_url.startswith("redis") and any(p.rate_limit for p in pipelines)
-    if not any(p.durable for p in pipelines) and admin is None and not shared_limits:
-        return None, None, None
-    from .delivery import Deliverer
-    from .queue import open_store
-    store = open_store(store_url)
-    await store.open()
-    deliverer = Deliverer(store, pipelines, outbound, max_backlog=max_backlog, visibility_s=visibility_s)
-    task = asyncio.get_running_loop().create_task(deliverer.run())
-    return store, deliverer, task
+    return any(p.durable for p in pipelines) or admin is not None or shared_limits
 
 
-async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog, visibility_s, admin,
-                  trusted, allow_hosts) -> int:
+async def _worker(pipelines, sockets, wake_fd, shutdown_timeout, store_url, max_backlog, visibility_s,
+                  admin, trusted, allow_hosts, **_delivery_only) -> int:
+    """An HTTP worker; it delivers too unless ``wake_fd`` (the pipe to the delivery workers) is given."""
+    from .delivery import Backlog, Deliverer, Nudge
     outbound = Outbound(allow_hosts=allow_hosts)
-    store, deliverer, delivering = await _open_delivery(pipelines, store_url, max_backlog, outbound,
-                                                        visibility_s, admin)
-    app = App(pipelines, outbound, store, deliverer, admin, trusted)
+    store = deliverer = backlog = nudge = None
+    background = []
+    if _needs_store(pipelines, store_url, admin):
+        store = await _open_store(store_url)
+        backlog = Backlog(store, max_backlog)
+        background.append(asyncio.get_running_loop().create_task(backlog.run()))
+        if wake_fd is None:
+            deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
+            delivering = asyncio.get_running_loop().create_task(deliverer.run())
+            nudge = deliverer.wake.set
+        else:
+            nudge = Nudge(wake_fd)
+    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
                         max_header_size=64 * 1024)
     server.add_sockets(sockets)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _stopped()
     server.stop()
     deadline = time.monotonic() + shutdown_timeout
     while app.inflight and time.monotonic() < deadline:
@@ -76,22 +102,79 @@ async def _worker(pipelines, sockets, shutdown_timeout, store_url, max_backlog, 
     if deliverer is not None:
         await deliverer.stop(shutdown_timeout)
         await delivering
+    for task in background:
+        task.cancel()
+    if store is not None:
         await store.close()
     await asyncio.wait_for(server.close_all_connections(), timeout=5)
     await app.outbound.close()
     return 0
 
 
-def _supervise(pipelines, sockets, workers, options) -> int:
-    children: dict[int, int] = {}
+async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s, allow_hosts, nice,
+                   **_http_only) -> int:
+    """A delivery worker: lease jobs, run their branches, until SIGTERM. It runs ``nice``
+    steps below the HTTP workers (all its threads: set before any starts), so that where
+    they share a core the acknowledgements come first and delivery takes the idle time."""
+    from .delivery import Deliverer, watch
+    os.nice(nice)
+    outbound = Outbound(allow_hosts=allow_hosts)
+    store = await _open_store(store_url)
+    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
+    watch(wake_fd, deliverer.wake)
+    gc.collect()
+    gc.freeze()
+    delivering = asyncio.get_running_loop().create_task(deliverer.run())
+    await _stopped()
+    await deliverer.stop(shutdown_timeout)
+    await delivering
+    await store.close()
+    await outbound.close()
+    return 0
+
+
+async def _open_store(store_url):
+    from .queue import open_store
+    store = open_store(store_url)
+    await store.open()
+    return store
+
+
+async def _stopped() -> None:
+    """Return on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
+    """Fork ``workers`` HTTP workers and ``delivery_workers`` delivery workers; restart
+    one that dies on its own; forward SIGTERM/SIGINT; return when all have exited."""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    parent = os.getpid()
+    children: dict[int, tuple] = {}
     stopping = False
 
     def spawn(slot):
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os._exit(asyncio.run(_worker(pipelines, sockets, **options)))
+            code = 1
+            try:
+                _child(parent, f"hookline-{slot[0]}")
+                if slot[0] == "http":
+                    code = asyncio.run(_worker(pipelines, sockets, wake_write, **options))
+                else:
+                    for sock in sockets:
+                        sock.close()
+                    code = asyncio.run(_deliver(pipelines, wake_read, **options))
+            except BaseException:
+                log.exception("%s worker failed", slot[0])
+            finally:
+                os._exit(code)
         children[pid] = slot
 
     def stop(signum, frame):
@@ -104,7 +187,7 @@ def _supervise(pipelines, sockets, workers, options) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for slot in range(workers):
+    for slot in [("http", i) for i in range(workers)] + [("delivery", i) for i in range(delivery_workers)]:
         spawn(slot)
     while children:
         try:
@@ -115,10 +198,27 @@ def _supervise(pipelines, sockets, workers, options) -> int:
             continue
         slot = children.pop(pid, None)
         if slot is not None and not stopping:
-            log.error("worker %d exited (status %d); restarting", pid, status)
+            log.error("%s worker %d exited (status %d); restarting", slot[0], pid, status)
             time.sleep(0.2)
             spawn(slot)
     return 0
+
+
+def _child(parent: int, name: str) -> None:
+    """In a new worker: default signal handling; a process name for ``ps``/``top``
+    (``hookline-http``, ``hookline-delive``: Linux keeps 15 characters); and death with the parent (Linux's
+    PR_SET_PDEATHSIG), so that a ``kill -9`` of ``hookline serve`` leaves no worker
+    holding the port or leases."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15])                            # 15 = PR_SET_NAME
+        libc.prctl(1, signal.SIGKILL)                                 # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass                                                          # not Linux
+    if os.getppid() != parent:                                        # it died before prctl
+        os._exit(1)
 
 
 def _kill(pid, sig):

@@ -30,7 +30,7 @@ from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import BodyError, parse_body
 from .admin import handle_http
 from .clients import client_address
-from .durable import handle_durable
+from .durable import handle_durable, start_plain
 from .negotiation import forced, header_value, negotiated, problem_as
 from .outbound import Outbound
 from .problems import CONTENT_TYPE, problem
@@ -48,13 +48,15 @@ _JSON = "application/json"
 class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
-    def __init__(self, pipelines, outbound=None, store=None, deliverer=None, admin=None, trusted=()):
+    def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=()):
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
         self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
         self.outbound = outbound or Outbound()
-        self.store, self.deliverer = store, deliverer
+        self.store = store
+        self.backlog = backlog      # engine.delivery.Backlog: 503 while it is full
+        self.nudge = nudge          # called after a commit with jobs: wakes the delivery
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
         # rate limits are shared through the store when it can (Redis), else kept per process
@@ -270,6 +272,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if ctx is None:
                 return False
             if self.pipeline.durable:
+                if self.pipeline.dedupe is None and not self.pipeline.is_async:
+                    return start_plain(self, ctx)
                 task = asyncio.get_running_loop().create_task(self._run_durable(ctx))
                 self.app.tasks.add(task)
                 task.add_done_callback(self._done)

@@ -586,3 +586,59 @@ def test_a_sync_respond_does_not_wait_for_the_async_branch(dest, servers, sqlite
     assert all(c.finished == 0 for c in dest.of("s-1")), "the destination finished before the response"
     wait_until(lambda: "s-1" in dest.delivered(), 10, "the async delivery")
     assert dest.of("s-1")[-1].finished - answered >= 0.5
+
+
+# --- 7. processes ---------------------------------------------------------------------------------
+
+def _children(pid: int) -> dict[int, str]:
+    """pid → process name (``/proc/PID/comm``) of ``pid``'s children."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if entry.isdigit() and int(fields[1]) == pid:
+                with open(f"/proc/{entry}/comm") as f:
+                    out[int(entry)] = f.read().strip()
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_delivery_runs_in_a_nicer_process_of_its_own_and_every_worker_dies_with_serve(
+        dest, servers, sqlite_store):
+    server = servers([DELIVER], dest, sqlite_store)
+    wait_until(lambda: len(_children(server.proc.proc.pid)) == 2, 10, "two workers")
+    workers = _children(server.proc.proc.pid)
+    assert sorted(workers.values()) == ["hookline-delive", "hookline-http"], workers
+    nice = {name: _nice(pid) for pid, name in workers.items()}
+    assert nice == {"hookline-http": 0, "hookline-delive": 10}, nice
+    resp = post(server.url + "/a/deliver", "proc-1")
+    assert resp.status_code == 202, resp.text
+    wait_until(lambda: "proc-1" in dest.delivered(), 5, "the delivery worker delivers")
+    server.kill()                        # kill -9 of `hookline serve` itself
+    wait_until(lambda: not any(map(_alive, workers)), 5, "the workers to die with their parent")
+
+
+def test_delivery_workers_0_delivers_inside_the_one_http_process(dest, servers, sqlite_store):
+    server = servers([DELIVER], dest, sqlite_store, extra=("--delivery-workers", "0"))
+    wait_until(lambda: any("(workers=1, delivery_workers=0)" in line for line in server.lines), 5,
+               "the ready line")
+    assert _children(server.proc.proc.pid) == {}
+    assert post(server.url + "/a/deliver", "inline-1").status_code == 202
+    wait_until(lambda: "inline-1" in dest.delivered(), 5, "delivered by the HTTP process itself")

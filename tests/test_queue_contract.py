@@ -122,6 +122,18 @@ async def test_enqueue_lease_complete(store):
 
 
 @contract
+async def test_enqueue_soon_is_enqueue_as_a_future(store):
+    """The request path answers from the future's callback: the jobs are stored when it is done."""
+    first, second = job(), job()
+    futures = [store.enqueue_soon([first]), store.enqueue_soon([second])]
+    assert all(isinstance(f, asyncio.Future) for f in futures)
+    assert await asyncio.gather(*futures) == [True, True]
+    assert {j.id for j in await store.lease("c1", 10, 60)} == {first.id, second.id}
+    with pytest.raises(DuplicateJob):
+        await store.enqueue_soon([first])
+
+
+@contract
 async def test_lease_takes_at_most_limit_in_the_order_jobs_became_due(store):
     jobs = [job(due_in=-5 + i) for i in range(5)]
     for j in jobs:

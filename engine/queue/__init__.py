@@ -33,6 +33,7 @@ persistence). They share one contract test: tests/test_queue_contract.py.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
 import uuid
@@ -100,6 +101,10 @@ class Store(Protocol):
         ``dedupe_get(key)``. Otherwise True.
         """
 
+    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+        """``enqueue`` as a future (StoreBase runs it as a task; SQLite hands back its
+        writer's own future)."""
+
     async def dedupe_get(self, key: str) -> bytes | None:
         """The stored first response for ``key``, if within its TTL (``b""``: claimed,
         the first copy is still running)."""
@@ -156,6 +161,11 @@ class Store(Protocol):
 
 class StoreBase:
     """What every backend shares: ``async with store:`` opens and closes it."""
+
+    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+        """``enqueue`` as a future, for a caller that answers from a done-callback
+        rather than from a task of its own (the request path)."""
+        return asyncio.ensure_future(self.enqueue(jobs, dedupe))
 
     async def __aenter__(self):
         await self.open()

@@ -2,8 +2,10 @@
 
 Group commit: every write (enqueue, lease, complete, …) goes to one writer
 thread with its own connection. It takes all the operations waiting in its
-queue, runs each in a savepoint of one transaction, COMMITs once (one fsync
-of the WAL) and only then resolves each caller's future. While a COMMIT is
+queue, runs them in one transaction (each in a savepoint of its own only
+when one of them failed: that failure then undoes only its own writes),
+COMMITs once (one fsync of the WAL) and only then resolves the callers'
+futures, handing them back to the event loop in one go. While a COMMIT is
 being fsync'ed new callers queue up, so the busier the server the more
 callers share one fsync. Reads use a second connection in a reader thread.
 Nothing blocks the event loop.
@@ -71,16 +73,24 @@ class _Op:
         self.fn, self.args, self.loop = fn, args, loop
         self.future = loop.create_future()
 
-    def settle(self, ok: bool, value) -> None:
+
+def _settle_all(outcomes) -> None:
+    """In the caller's loop: resolve the futures of one batch (one hand-off for all)."""
+    for future, ok, value in outcomes:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+
+def _hand_back(batch, results) -> None:
+    """One ``call_soon_threadsafe`` per event loop per batch, not one per operation."""
+    by_loop: dict = {}
+    for op, (ok, value) in zip(batch, results, strict=True):
+        by_loop.setdefault(op.loop, []).append((op.future, ok, value))
+    for loop, outcomes in by_loop.items():
         try:
-            self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+            loop.call_soon_threadsafe(_settle_all, outcomes)
         except RuntimeError:  # the caller's loop is gone: nobody is waiting
             pass
-
-
-def _settle(future: asyncio.Future, ok: bool, value) -> None:
-    if not future.done():
-        future.set_result(value) if ok else future.set_exception(value)
 
 
 _STOP = object()
@@ -131,20 +141,17 @@ class Writer:
 
     def _commit(self, conn: sqlite3.Connection | None, batch: list[_Op]) -> None:
         if self._error is not None:
-            for op in batch:
-                op.settle(False, self._error)
+            _hand_back(batch, [(False, self._error)] * len(batch))
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            results = [_in_savepoint(conn, op) for op in batch]
+            results = _run_batch(conn, batch)
             self._sweep(conn)
             conn.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as exc:
             _rollback(conn)
             results = [(False, StoreUnavailable(f"sqlite {self.path}: {exc}"))] * len(batch)
-        for op, (ok, value) in zip(batch, results, strict=True):
-            op.settle(ok, value)
+        _hand_back(batch, results)
 
     def _sweep(self, conn: sqlite3.Connection) -> None:
         now = time.time()
@@ -159,6 +166,20 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass  # SQLite rolled back on its own (a failed COMMIT may leave no transaction)
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Op]) -> list:
+    """Run the batch in one transaction: first straight through (the usual case: nothing
+    fails); if any operation raises, start again with each in a savepoint of its own."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        return [(True, op.fn(conn, *op.args)) for op in batch]
+    except Exception as exc:
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            raise  # I/O, lock, corruption: the whole batch fails
+        conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+    return [_in_savepoint(conn, op) for op in batch]
 
 
 def _in_savepoint(conn: sqlite3.Connection, op: _Op) -> tuple[bool, object]:
@@ -248,6 +269,9 @@ class SqliteStore(StoreBase):
 
     async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
         return await self._write(_enqueue, jobs, dedupe)
+
+    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+        return self._write(_enqueue, jobs, dedupe)     # the writer's own future: no task needed
 
     async def dedupe_get(self, key: str) -> bytes | None:
         return await self._read(_dedupe_get, key)
