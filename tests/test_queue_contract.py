@@ -546,3 +546,24 @@ def test_sqlite_group_commit_shares_one_fsync_among_concurrent_enqueues(tmp_path
     concurrent, sequential = asyncio.run(main())
     assert sequential == 50  # one commit each when nobody else is waiting
     assert concurrent <= 50, f"500 concurrent enqueues took {concurrent} commits"
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_batches_survive_a_script_flush(backend):
+    """Enqueues and finishes go as EVALSHA in one pipelined round trip; when Redis has lost
+    the scripts (a restart, SCRIPT FLUSH) the store loads them and sends the batch again."""
+    client = redis_client()
+
+    async def main():
+        async with open_store(backend.url) as store:
+            first = job()
+            assert await store.enqueue([first]) is True
+            client.script_flush()
+            batch = [job() for _ in range(20)]
+            assert await asyncio.gather(*(store.enqueue_soon([j]) for j in batch)) == [True] * 20
+            leased = await store.lease("c1", 30, 60)
+            assert len(leased) == 21
+            client.script_flush()
+            await asyncio.gather(*(store.complete(j) for j in leased))
+            assert await store.backlog() == 0
+    asyncio.run(main())

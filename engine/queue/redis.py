@@ -33,6 +33,7 @@ Redis restart depends on Redis's own persistence (``appendonly yes`` with
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -234,11 +235,35 @@ def _guarded(method):
     return guarded
 
 
+def _enqueued(result) -> bool:
+    if result[0] == -1:
+        raise DuplicateJob(f"job id already stored: {result[1].decode()}")
+    return result[0] == 1
+
+
+def _settle(future: asyncio.Future, result, convert) -> None:
+    if future.done():
+        return
+    if isinstance(result, (redis.exceptions.RedisError, OSError)):
+        future.set_exception(StoreUnavailable(f"redis: {type(result).__name__}: {result}"))
+        return
+    try:
+        future.set_result(convert(result) if convert else result)
+    except Exception as exc:        # DuplicateJob
+        future.set_exception(exc)
+
+
 class RedisStore(StoreBase):
+    """Enqueues and finishes are pipelined: while one batch is on its way to Redis the
+    next ones queue up and go together in the next round trip (one script call each,
+    so each keeps its own atomicity and result), as the SQLite store's group commit."""
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = DEFAULT_PREFIX):
         self.url, self.prefix = url, prefix
         self._redis: redis.asyncio.Redis | None = None
         self._scripts: dict = {}
+        self._waiting: list = []          # (script, args, future, convert) for the next round trip
+        self._sending: asyncio.Task | None = None
 
     @_guarded
     async def open(self) -> None:
@@ -272,16 +297,51 @@ class RedisStore(StoreBase):
     async def _run(self, script: str, *args):
         return await self._scripts[script](args=[self.prefix, repr(time.time()), *args], client=self._client)
 
-    @_guarded
-    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+    def _soon(self, script: str, args: list, convert=None) -> asyncio.Future:
+        """Run ``script`` in the next pipelined round trip; the future gets its result."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((script, [self.prefix, repr(time.time()), *args], future, convert))
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send_waiting())
+        return future
+
+    async def _send_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await self._evalsha_all(batch)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    results = [exc] * len(batch)
+                for (_, _, future, convert), result in zip(batch, results, strict=True):
+                    _settle(future, result, convert)
+        finally:
+            self._sending = None
+
+    async def _evalsha_all(self, batch) -> list:
+        for attempt in range(2):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script, args, _, _ in batch:
+                    pipe.execute_command("EVALSHA", self._scripts[script].sha, 0, *args)
+                results = await pipe.execute(raise_on_error=False)
+            missing = {batch[i][0] for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)}
+            if not missing or attempt:
+                return results
+            for script in missing:          # Redis restarted or flushed its scripts: load, send again
+                await self._client.script_load(self._scripts[script].script)
+        return results
+
+    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+        if self._redis is None:
+            raise StoreUnavailable("redis: store is not open")
         key, response, ttl_s = dedupe or ("", b"", 0.0)
         fields = [value for job in jobs for value in (
             job.id, job.delivery, job.pipeline, job.branch, job.payload, job.attempt,
             repr(job.created_at), repr(job.due_at), job.last_error)]
-        result = await self._run("enqueue", key, response, max(1, round(ttl_s * 1000)), *fields)
-        if result[0] == -1:
-            raise DuplicateJob(f"job id already stored: {result[1].decode()}")
-        return result[0] == 1
+        return self._soon("enqueue", [key, response, max(1, round(ttl_s * 1000)), *fields], _enqueued)
+
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+        return await self.enqueue_soon(jobs, dedupe)
 
     @_guarded
     async def dedupe_get(self, key: str) -> bytes | None:
@@ -295,17 +355,19 @@ class RedisStore(StoreBase):
         rows = await self._run("lease", consumer, limit, uuid.uuid4().hex, repr(until))
         return [_job(_pairs(row)) for row in rows]
 
-    @_guarded
     async def complete(self, job: Job) -> None:
-        await self._run("finish", job.id, job.lease, "done", "")
+        await self._finish(job.id, job.lease, "done", "")
 
-    @_guarded
     async def retry(self, job: Job, due_at: float, error: str) -> None:
-        await self._run("finish", job.id, job.lease, "pending", repr(due_at), error)
+        await self._finish(job.id, job.lease, "pending", repr(due_at), error)
 
-    @_guarded
     async def dead(self, job: Job, reason: str) -> None:
-        await self._run("finish", job.id, job.lease, "dead", "", reason)
+        await self._finish(job.id, job.lease, "dead", "", reason)
+
+    def _finish(self, *args) -> asyncio.Future:
+        if self._redis is None:
+            raise StoreUnavailable("redis: store is not open")
+        return self._soon("finish", list(args))
 
     @_guarded
     async def release(self, consumer: str) -> None:

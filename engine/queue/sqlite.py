@@ -56,6 +56,8 @@ JOB_COLUMNS = "id, delivery, pipeline, branch, payload, attempt, created_at, due
 MAX_BATCH = 1000          # operations per transaction
 DEDUPE_SWEEP_S = 60.0     # how often expired dedupe keys are deleted
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock
+BUSY_S = 0.002            # an operation arriving this soon after the last commit means "busy" ...
+GATHER_S = 0.0005         # ... and then the writer waits this long for more to share the commit
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -128,14 +130,17 @@ class Writer:
             conn = connect(self.path)
         except sqlite3.Error as exc:
             conn, self._error = None, StoreUnavailable(f"sqlite {self.path}: {exc}")
-        stopping = False
+        stopping, last = False, 0.0
         while not stopping:
             batch = [self._ops.get()]
+            if time.monotonic() - last < BUSY_S:   # busy: let a few more callers join this commit
+                time.sleep(GATHER_S)
             while len(batch) < MAX_BATCH and not self._ops.empty():
                 batch.append(self._ops.get_nowait())
             stopping = _STOP in batch
             if ops := [op for op in batch if op is not _STOP]:
                 self._commit(conn, ops)
+                last = time.monotonic()
         if conn is not None:
             conn.close()
 
