@@ -8,7 +8,8 @@ DEMO_PORT ?= 8099
 # The example pipelines read these at load time (see README.md, Quick start).
 DEMO_ENV := ERP_URL=http://127.0.0.1:$(DEMO_PORT)/erp ERP_TOKEN=demo-erp-token \
             PRICING_URL=http://127.0.0.1:$(DEMO_PORT)/pricing \
-            BACKOFFICE_URL=http://127.0.0.1:$(DEMO_PORT)/backoffice BACKOFFICE_TOKEN=demo-bo-token
+            BACKOFFICE_URL=http://127.0.0.1:$(DEMO_PORT)/backoffice BACKOFFICE_TOKEN=demo-bo-token \
+            STRIPE_WEBHOOK_SECRET=whsec_demo_stripe_signing_secret
 
 .PHONY: install run test lint schema bench clean
 

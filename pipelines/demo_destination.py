@@ -16,6 +16,13 @@ All state is in memory and starts from the seed below on every start.
          body {external_id, till, sold_at, lines: [{sku, qty, unit_price}], paid}
          201 {"document_number": "BO-<store>-<000001>"}
          422 {"error": "payment does not cover the total"} when paid < sum(qty * unit_price)
+    POST /erp/payments                      needs Authorization: Bearer demo-erp-token
+         body {invoice, ...} (what stripe-invoice-to-erp sends), recorded by invoice:
+         201 {"payment_id": "pay-<n>"}
+         409 {"error": "invoice already paid", "payment_id": ...} for another key, same invoice
+    GET  /erp/payments/{invoice}            needs Authorization: Bearer demo-erp-token
+         200 {"payment_id", "payment": <the body booked>, "deliveries": <POSTs for it, replays
+         included>}; 404 {"error": "no payment for this invoice"}
 
 Seed: stock 25 for each SKU of tests/data/corpus/shopify/orders.create.json (SKU2006-001,
 LENS-PROTECT-2YR, CASE-LEATHER-PREM, SKU2006-020, SKU2006-035) and 0 for OUT-OF-STOCK-1; any
@@ -25,6 +32,8 @@ converted at the fixed rates in RATES.
 A repeated ``Idempotency-Key`` replays the first successful answer and changes nothing. Refused
 requests (401/409/422) changed nothing, so they are not remembered: a retry is judged afresh.
 A missing or wrong bearer token is 401; a body that is not what the pipelines send is 400.
+The payments endpoints let a test (or a curl user) see that an async delivery arrived, and
+how many times.
 """
 from __future__ import annotations
 
@@ -51,6 +60,7 @@ class State:
         self.stock = dict(STOCK_SEED)
         self.reservations = 0
         self.documents: dict[str, int] = {}        # store → last document counter
+        self.payments: dict[str, dict] = {}        # invoice → {payment_id, payment, deliveries}
         self.replies: dict[tuple, tuple] = {}      # (endpoint, Idempotency-Key) → (status, body)
 
 
@@ -73,13 +83,14 @@ class JsonHandler(tornado.web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         self.answer(status_code, {"error": self._reason.lower()})
 
-    def body(self) -> dict:
+    def body(self, field: str = "lines", kind: type = list) -> dict:
+        """The JSON object sent, which must hold ``field`` of type ``kind``; 400 otherwise."""
         try:
             value = json.loads(self.request.body)
         except ValueError:
             raise tornado.web.HTTPError(400, reason="Body is not JSON") from None
-        if not isinstance(value, dict) or not isinstance(value.get("lines"), list):
-            raise tornado.web.HTTPError(400, reason="Body needs a lines list")
+        if not isinstance(value, dict) or not isinstance(value.get(field), kind):
+            raise tornado.web.HTTPError(400, reason=f"Body needs {field} ({kind.__name__})")
         return value
 
     def once(self, endpoint: str, handle) -> None:
@@ -137,6 +148,31 @@ class Prices(JsonHandler):
                               "valid_until": valid_until.isoformat()})
 
 
+class Payments(JsonHandler):
+    def post(self):
+        payment = self.body("invoice", str)
+        if payment["invoice"] in self.state.payments:
+            self.state.payments[payment["invoice"]]["deliveries"] += 1
+        self.once("erp/payments", lambda: self.book(payment))
+
+    def book(self, payment):
+        if payment["invoice"] in self.state.payments:
+            recorded = self.state.payments[payment["invoice"]]
+            return 409, {"error": "invoice already paid", "payment_id": recorded["payment_id"]}
+        payment_id = f"pay-{len(self.state.payments) + 1}"
+        self.state.payments[payment["invoice"]] = {"payment_id": payment_id, "payment": payment,
+                                                   "deliveries": 1}
+        return 201, {"payment_id": payment_id}
+
+
+class Payment(JsonHandler):
+    def get(self, invoice):
+        if invoice in self.state.payments:
+            self.answer(200, self.state.payments[invoice])
+        else:
+            self.answer(404, {"error": "no payment for this invoice"})
+
+
 class Sales(JsonHandler):
     def post(self, store):
         sale = self.body()
@@ -156,6 +192,8 @@ def make_app(state: State | None = None) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/", Ready, dict(state=state)),
         (r"/erp/shops/([^/]+)/reservations", Reservations, erp),
+        (r"/erp/payments", Payments, erp),
+        (r"/erp/payments/([^/]+)", Payment, erp),
         (r"/pricing/prices/([^/]+)", Prices, dict(state=state)),
         (r"/backoffice/stores/([^/]+)/sales", Sales, bo),
     ], log_function=_no_access_log)

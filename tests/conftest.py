@@ -123,7 +123,8 @@ def demo_env(demo_url: str) -> dict:
     """The environment the example pipelines read (as `make run` sets it)."""
     return {"ERP_URL": f"{demo_url}/erp", "ERP_TOKEN": "demo-erp-token",
             "PRICING_URL": f"{demo_url}/pricing",
-            "BACKOFFICE_URL": f"{demo_url}/backoffice", "BACKOFFICE_TOKEN": "demo-bo-token"}
+            "BACKOFFICE_URL": f"{demo_url}/backoffice", "BACKOFFICE_TOKEN": "demo-bo-token",
+            "STRIPE_WEBHOOK_SECRET": "whsec_demo_stripe_signing_secret"}
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,11 @@
 
 A real ``hookline serve pipelines`` talks to the real demo destination
 (pipelines/demo_destination.py). Its stock is shared by the tests of this
-module, so every test uses its own order id / sale id (and so its own
-Idempotency-Key) and takes one unit of a SKU at most: test order never matters.
+module, so every test uses its own order id / sale id / Stripe event and
+invoice id (and so its own Idempotency-Key) and takes one unit of a SKU at
+most: test order never matters. A Stripe invoice reaches the demo ERP in the
+background (an async branch, sent by the delivery worker), so those tests
+poll the ERP's ``GET /erp/payments/<invoice>`` for it.
 """
 from __future__ import annotations
 
@@ -11,14 +14,19 @@ import copy
 import itertools
 import json
 import re
+import time
 
 import pytest
 import requests
+import stripe
 
 from conftest import CORPUS, ROOT, demo_env, free_port, start_hookline
 
 PROBLEM = "application/problem+json"
 ORDER = json.loads((CORPUS / "shopify" / "orders.create.json").read_text())
+INVOICE_PAID = (CORPUS / "stripe" / "invoice.paid.json").read_bytes()
+STRIPE_SECRET = demo_env("")["STRIPE_WEBHOOK_SECRET"]
+ERP_AUTH = {"Authorization": f"Bearer {demo_env('')['ERP_TOKEN']}"}
 _ids = itertools.count(1)
 
 
@@ -176,6 +184,93 @@ def test_sale_without_payments_is_422_problem(examples_server):
     assert "/body" in pointers(resp)
 
 
+# stripe-invoice-to-erp
+
+def an_invoice_event(**changes) -> bytes:
+    """The corpus invoice.paid event with a fresh event id and invoice id."""
+    event = json.loads(INVOICE_PAID)
+    n = next(_ids)
+    event.update(id=f"evt_hookline_test_{n}", **changes)
+    event["data"]["object"]["id"] = f"in_hookline_test_{n}"
+    return json.dumps(event).encode()
+
+
+def invoice_of(body: bytes) -> str:
+    return json.loads(body)["data"]["object"]["id"]
+
+
+def post_stripe(server, body: bytes, secret=STRIPE_SECRET, age_s=0):
+    """POST ``body`` signed as Stripe signs it, by the stripe library itself."""
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), secret,
+                                                               timestamp=int(time.time()) - age_s)
+    return requests.post(f"{server.url}/hooks/stripe/invoices", data=body, timeout=10,
+                         headers={"Content-Type": "application/json", "Stripe-Signature": header})
+
+
+def erp_payment(demo, invoice: str) -> requests.Response:
+    return requests.get(f"{demo.url}/erp/payments/{invoice}", headers=ERP_AUTH, timeout=10)
+
+
+def wait_for_payment(demo, invoice: str, timeout: float = 15.0) -> dict:
+    """What the demo ERP booked for ``invoice``, once the delivery worker has sent it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = erp_payment(demo, invoice)
+        if resp.status_code == 200:
+            return resp.json()
+        assert resp.status_code == 404, resp.text
+        time.sleep(0.1)
+    raise AssertionError(f"no payment for {invoice} reached the ERP within {timeout:.0f} s")
+
+
+def test_corpus_invoice_is_acknowledged_then_booked_in_the_background(examples_server, demo_destination):
+    resp = post_stripe(examples_server, INVOICE_PAID)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json() == {"received": True, "invoice": "in_1KJqKBJDPojXS6LNJbvLUgEy"}
+    booked = wait_for_payment(demo_destination, "in_1KJqKBJDPojXS6LNJbvLUgEy")
+    assert re.fullmatch(r"pay-\d+", booked.pop("payment_id"))
+    assert booked == {"deliveries": 1, "payment": {
+        "event": "evt_1KJrGtJDPojXS6LN15fcthM3", "invoice": "in_1KJqKBJDPojXS6LNJbvLUgEy",
+        "number": "60229DE7-0007", "customer": "cus_JsuO3bmrj0QlAw", "amount_paid": 0,
+        "currency": "usd", "paid_at": 1642649110,
+        "lines": [{"description": "1 × Free tier (at $0.00 / month)", "amount": 0}]}}
+
+
+def test_repeated_invoice_event_gets_the_first_answer_and_is_booked_once(examples_server, demo_destination):
+    body = an_invoice_event()
+    first = post_stripe(examples_server, body)
+    again = post_stripe(examples_server, body, age_s=1)     # Stripe signs each retry anew
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.content == first.content
+    wait_for_payment(demo_destination, invoice_of(body))
+    time.sleep(1.0)                              # two lease polls: a second job would have been sent by now
+    assert wait_for_payment(demo_destination, invoice_of(body))["deliveries"] == 1
+
+
+def test_badly_signed_invoice_events_are_401_and_book_nothing(examples_server, demo_destination):
+    wrong, stale, unsigned = an_invoice_event(), an_invoice_event(), an_invoice_event()
+    refused = {"no-match": post_stripe(examples_server, wrong, secret="whsec_not_the_endpoint_secret"),
+               "stale-timestamp": post_stripe(examples_server, stale, age_s=600),
+               "missing-header": requests.post(f"{examples_server.url}/hooks/stripe/invoices", data=unsigned,
+                                               headers={"Content-Type": "application/json"}, timeout=10)}
+    for reason, resp in refused.items():
+        assert resp.status_code == 401, resp.text
+        assert resp.headers["Content-Type"] == PROBLEM
+        assert resp.json()["reason"] == reason
+        assert STRIPE_SECRET not in resp.text
+    time.sleep(1.0)                              # two lease polls: a job would have been sent by now
+    for body in (wrong, stale, unsigned):
+        assert erp_payment(demo_destination, invoice_of(body)).status_code == 404
+
+
+def test_other_stripe_event_types_are_422(examples_server):
+    resp = post_stripe(examples_server, an_invoice_event(type="invoice.payment_failed"))
+    assert resp.status_code == 422
+    assert resp.headers["Content-Type"] == PROBLEM
+    assert "/body/type" in pointers(resp)
+
+
 # a destination that is down
 
 @pytest.fixture(scope="module")
@@ -195,3 +290,9 @@ def test_destination_down_is_502_problem(server_without_erp):
     assert problem["run_id"]
     for leak in ("Traceback", 'File "', "demo-erp-token", "127.0.0.1"):
         assert leak not in resp.text
+
+
+def test_stripe_is_answered_while_the_erp_is_down(server_without_erp):
+    resp = post_stripe(server_without_erp, an_invoice_event())
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["received"] is True

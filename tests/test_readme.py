@@ -1,16 +1,16 @@
 """Every ``curl`` command in README.md works as written against the `make run` set-up.
 
 The commands are taken from the ```sh / ```console blocks; only ``localhost:8080``
-is rewritten to the test server's address. Each runs with the real ``curl``
-from the repository root (so ``@tests/data/...`` resolves as in the README)
-against ``hookline serve pipelines`` wired to the demo destination, and must
-exit 0 with a 2xx status and a JSON body.
+is rewritten to the test server's address. Each runs in ``bash`` with the real
+``curl`` from the repository root (so ``@tests/data/...`` resolves as in the
+README), after the lines before it in its block (such as computing a Stripe
+signature into ``$sig``), against ``hookline serve pipelines`` wired to the
+demo destination, and must exit 0 with a 2xx status and a JSON body.
 """
 from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 import subprocess
 
@@ -23,18 +23,24 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"^```(?:sh|console)[ \t]*\n(.*?)^```", re.M | re.S)
 
 
-def curl_commands(text: str) -> list[str]:
-    """The ``curl`` lines of the shell blocks (a ``$ `` prompt and ``\\`` continuations allowed)."""
+def curl_commands(text: str) -> list[tuple[str, str]]:
+    """``(set-up, curl line)`` for each ``curl`` line of the shell blocks: the set-up is the
+    block's other lines before it (a ``$ `` prompt and ``\\`` continuations allowed)."""
     commands = []
     for block in BLOCK.findall(text):
+        setup = []
         for line in block.replace("\\\n", " ").splitlines():
             line = line.strip().removeprefix("$ ")
             if line.startswith("curl "):
-                commands.append(line)
+                commands.append(("\n".join(setup), line))
+            elif line and not line.startswith("#"):
+                setup.append(line)
     return commands
 
 
-COMMANDS = curl_commands(README.read_text())
+WRITE_STATUS = r" -w '\n%{http_code}'"     # curl's own escape: the status on a last line of its own
+STEPS = curl_commands(README.read_text())
+COMMANDS = [command for _, command in STEPS]
 
 
 def test_readme_has_a_curl_example_per_example_pipeline():
@@ -49,12 +55,13 @@ def url_pattern(path: str) -> re.Pattern:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-@pytest.mark.parametrize("command", COMMANDS, ids=[c.split("localhost:8080", 1)[-1][:40] for c in COMMANDS])
-def test_readme_curl_works(examples_server, command):
+@pytest.mark.parametrize("setup, command", STEPS, ids=[c.split("localhost:8080", 1)[-1][:40] for c in COMMANDS])
+def test_readme_curl_works(examples_server, setup, command):
     assert "localhost:8080" in command, "README examples address the `make run` server"
     address = examples_server.url.removeprefix("http://")
-    args = shlex.split(command.replace("localhost:8080", address)) + ["-w", r"\n%{http_code}"]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    script = f"set -eo pipefail\n{setup}\n{command}{WRITE_STATUS}"
+    done = subprocess.run(["bash", "-c", script.replace("localhost:8080", address)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     output, _, status = done.stdout.rpartition("\n")
     assert status.startswith("2"), f"HTTP {status}: {output}"
