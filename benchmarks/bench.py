@@ -9,7 +9,9 @@
 --suite async (issue 4), beside c:
   d  hookline serve benchmarks/pipelines-async --store sqlite:<tmp>/bench.db   202 + async branch
   e  the same with --store redis://127.0.0.1:6379/0?prefix=bench-<random>:     (keys deleted after)
-     the branch posts the reshaped order to dest_server.py (pinned to core 1, beside wrk)
+     the branch posts the reshaped order to dest_server.py (pinned to core 1, beside wrk);
+     the whole server (HTTP worker + delivery worker at nice 10) is pinned to core 0
+  d1 e1  d and e with the delivery worker moved to core 1 (beside wrk and the destination)
 --suite verify (issue 5), beside c:
   f  hookline serve benchmarks/pipelines-verify --store sqlite:<tmp>/verify.db  receive.verify github
      (wrk signs every request and sends a unique X-GitHub-Delivery)
@@ -65,9 +67,10 @@ from handler_a import EXPR  # noqa: E402  (the JMESPath expression, shared with 
 import nodered_flows  # noqa: E402
 
 LABELS = {"a": "handler", "b": "nodered", "c": "hookline", "c2": "hookline-w2",
-          "d": "async-sqlite", "e": "async-redis", "f": "signed"}
-SUITES = {"core": "a,b,c", "async": "c,d,e", "verify": "c,f", "all": "a,b,c,d,e,f"}
-ASYNC_KEYS = ("d", "e")
+          "d": "async-sqlite", "e": "async-redis", "d1": "sqlite-dlv@1", "e1": "redis-dlv@1", "f": "signed"}
+SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "all": "a,b,c,d,e,d1,e1,f"}
+ASYNC_KEYS = ("d", "e", "d1", "e1")
+DELIVERY_COMM = "hookline-delive"   # the delivery worker's process name (engine/serve.py)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET_ASYNC_RATIO = 0.70        # issue 4: async ack throughput >= 0.70 x sync (c)
 TARGET_ASYNC_P99_MS = 20.0       # issue 4: p99 ack latency < 20 ms at 32 concurrent clients
@@ -302,6 +305,24 @@ def hookline_server(key, workers, exe):
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return Server(key, cmd, pin=(workers == 1), start_timeout=30.0)
+
+
+def move_delivery(server, core: str) -> list[int]:
+    """d1/e1: pin the server's delivery worker(s), all threads, to ``core``; its HTTP worker
+    stays on core 0 with the supervisor."""
+    moved = []
+    for pid in process_tree(server.proc.pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm == DELIVERY_COMM:
+            subprocess.run(["taskset", "-a", "-p", "-c", core, str(pid)], check=True, capture_output=True)
+            moved.append(pid)
+    if not moved:
+        raise NotStarted(f"no {DELIVERY_COMM} process under pid {server.proc.pid}")
+    return moved
 
 
 def durable_server(key, exe, pipelines, store_url, env):
@@ -655,7 +676,7 @@ def main(argv=None):
     lua = LOGS / "post.lua"
     lua.write_text(WRK_LUA)
 
-    durable = [k for k in keys if k in ("d", "e", "f")]
+    durable = [k for k in keys if k in (*ASYNC_KEYS, "f")]
     tmp = Path(tempfile.mkdtemp(prefix="hookline-bench-")) if durable else None
     token = uuid.uuid4().hex[:10]
     redis_prefix = f"bench-{token}:"
@@ -700,8 +721,9 @@ def main(argv=None):
                     s = hookline_server(key, 2 if key == "c2" else 1, args.hookline)
                     s.pin = s.pin and pin
                 elif key in ASYNC_KEYS:
-                    store_url = (f"sqlite:{tmp}/bench.db" if key == "d"
-                                 else f"{REDIS_URL}?prefix={redis_prefix}")
+                    store_url = {"d": f"sqlite:{tmp}/bench.db", "d1": f"sqlite:{tmp}/bench-d1.db",
+                                 "e": f"{REDIS_URL}?prefix={redis_prefix}",
+                                 "e1": f"{REDIS_URL}?prefix={redis_prefix}d1:"}[key]
                     s = durable_server(key, args.hookline, "pipelines-async", store_url,
                                        {"BENCH_DEST_URL": f"http://127.0.0.1:{dest.port}"})
                     s.pin = pin
@@ -714,6 +736,10 @@ def main(argv=None):
                     s.lua.write_text(WRK_LUA_SIGNED)
                     s.wrk_env = signed_env
                 s.start(body)
+                if key in ("d1", "e1") and pin:
+                    moved = move_delivery(s, "1")
+                    print(f"{key}: delivery worker(s) {moved} moved to core 1 (with wrk and the destination)",
+                          flush=True)
             except NotStarted as e:
                 print(f"{LABELS[key]}: did not start: {e}", flush=True)
                 failed.append(key)
@@ -780,7 +806,7 @@ def main(argv=None):
                     print(f"{s.key}: closing the store probe failed: {e}")
         if dest is not None:
             dest.stop()
-        if "e" in keys:
+        if "e" in keys or "e1" in keys:
             try:
                 print(f"redis: deleted {redis_cleanup(redis_prefix)} keys under {redis_prefix}")
             except Exception as e:

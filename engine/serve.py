@@ -113,13 +113,15 @@ async def _worker(pipelines, sockets, wake_fd, shutdown_timeout, store_url, max_
 
 async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s, allow_hosts, nice,
                    **_http_only) -> int:
-    """A delivery worker: lease jobs, run their branches, until SIGTERM. It runs ``nice``
-    steps below the HTTP workers (all its threads: set before any starts), so that where
-    they share a core the acknowledgements come first and delivery takes the idle time."""
+    """A delivery worker: lease jobs, run their branches, until SIGTERM. Its event loop
+    runs ``nice`` steps below the HTTP workers (``os.nice`` is per thread on Linux), so
+    that where they share a core the acknowledgements come first and delivery takes the
+    idle time."""
     from .delivery import Deliverer, watch
-    os.nice(nice)
     outbound = Outbound(allow_hosts=allow_hosts)
     store = await _open_store(store_url)
+    os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
+                      # the HTTP workers' priority, as it holds a lock they may wait for
     deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
     watch(wake_fd, deliverer.wake)
     gc.collect()

@@ -58,14 +58,37 @@ DEDUPE_SWEEP_S = 60.0     # how often expired dedupe keys are deleted
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock
 BUSY_S = 0.002            # an operation arriving this soon after the last commit means "busy" ...
 GATHER_S = 0.0005         # ... and then the writer waits this long for more to share the commit
+CHECKPOINT_S = 1.0        # how often the WAL is copied back (see SqliteStore._checkpoint_every)
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, writer: bool = False) -> sqlite3.Connection:
+    """A connection in WAL mode. A writer's connection never checkpoints on its own
+    (the store's checkpointer does, outside any commit) and waits for another
+    process's write lock in :func:`_begin` rather than in SQLite's busy handler."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
+    if writer:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA busy_timeout = 0")
     return conn
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE; while another process holds the write lock, try again after
+    0.1 ms, doubling up to 2 ms (SQLite's busy handler sleeps 1, 2, 5, 10 … 100 ms:
+    a commit waiting on a lock held for 1 ms would often wait 10)."""
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT_MS / 1000, 0.0001
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.002)
 
 
 class _Op:
@@ -127,7 +150,7 @@ class Writer:
 
     def _run(self) -> None:
         try:
-            conn = connect(self.path)
+            conn = connect(self.path, writer=True)
         except sqlite3.Error as exc:
             conn, self._error = None, StoreUnavailable(f"sqlite {self.path}: {exc}")
         stopping, last = False, 0.0
@@ -176,14 +199,14 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _run_batch(conn: sqlite3.Connection, batch: list[_Op]) -> list:
     """Run the batch in one transaction: first straight through (the usual case: nothing
     fails); if any operation raises, start again with each in a savepoint of its own."""
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn)
     try:
         return [(True, op.fn(conn, *op.args)) for op in batch]
     except Exception as exc:
         if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
             raise  # I/O, lock, corruption: the whole batch fails
         conn.execute("ROLLBACK")
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn)
     return [_in_savepoint(conn, op) for op in batch]
 
 
@@ -237,6 +260,7 @@ class SqliteStore(StoreBase):
         self.path = path
         self._writer: Writer | None = None
         self._reader: Reader | None = None
+        self._checkpoints: asyncio.Task | None = None
 
     @property
     def commits(self) -> int:
@@ -255,8 +279,22 @@ class SqliteStore(StoreBase):
         except StoreUnavailable:
             await self.close()
             raise
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_every(CHECKPOINT_S))
+
+    async def _checkpoint_every(self, seconds: float) -> None:
+        """Copy the WAL back into the database now and then, in the reader's thread
+        (PASSIVE: it never blocks the writers), so that no commit pays for it."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self._read(_checkpoint)
+            except StoreUnavailable:
+                pass                  # busy or closing: the next round tries again
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            self._checkpoints = None
         writer, reader, self._writer, self._reader = self._writer, self._reader, None, None
         if writer is not None:
             await asyncio.to_thread(writer.stop)
@@ -395,6 +433,10 @@ def _claim(conn, key: str, ttl_s: float) -> bytes | None:
         return bytes(row[0])
     conn.execute("INSERT OR REPLACE INTO dedupe VALUES (?, ?, ?)", (key, b"", now + ttl_s))
     return None
+
+
+def _checkpoint(conn) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _dedupe_get(conn, key: str) -> bytes | None:
