@@ -19,7 +19,7 @@ from .errors import Diagnostic
 from .expressions import ExpressionError, bare_literals, compile_expression
 from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
-from .reads import Selection, reads_of
+from .reads import Selection, branch_needs, reads_of
 from .schemas import coercions, load_schema_and_source
 from .shape import check_shape
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
@@ -335,7 +335,7 @@ def _branch(cc, index, spec):
         when = cc.expr(path + ("when",)) if "when" in spec else None
         steps = cc.steps(path + ("steps",))
     retry = Retry(**{**RETRY_DEFAULTS, **spec.get("retry", {})})
-    return AsyncBranch(spec["id"], when, steps, retry)
+    return AsyncBranch(spec["id"], when, steps, retry, branch_needs(steps))
 
 
 def _persist(branches) -> Selection:

@@ -20,9 +20,9 @@ list, the result — is read entirely; ``@`` at the root means the whole context
 
 The contract this rests on: every expression evaluated on the selection gives
 what it gives on the whole context (checked against the 892 JMESPath
-compliance cases in tests/test_reads.py). A field missing from the selection
-reads as null, as does a field of a non-object, so keys the expression cannot
-see may be dropped.
+compliance cases in tests/test_reads.py, at the root and one level down). A
+field missing from an object reads as null, so keys the expression cannot see
+are dropped from objects; any other value is kept whole.
 """
 from __future__ import annotations
 
@@ -99,11 +99,13 @@ class Selection:
 
     tree: tuple = ()
     everything: bool = False
+    paths: tuple = ()       # the kept paths as given (sorted), stored with a job
 
     @classmethod
     def of(cls, paths) -> Selection:
         """The selection of ``paths`` (an iterable of name tuples; None in it: everything)."""
         trie: dict = {}
+        paths = list(paths)
         for path in paths:
             if path is None or path == ():
                 return cls(everything=True)
@@ -115,7 +117,7 @@ class Selection:
                 node = child
             else:
                 node[path[-1]] = _ALL
-        return cls(_freeze(trie))
+        return cls(_freeze(trie), paths=tuple(sorted(set(paths))))
 
     def select(self, data):
         """A copy of ``data`` holding only the selected paths (shared, not deep-copied)."""
@@ -130,16 +132,12 @@ def _freeze(trie: dict) -> tuple:
 
 
 def _pick(value, tree: tuple):
+    """``value`` with only the fields in ``tree`` kept. Anything but an object is kept
+    whole: a multiselect such as ``body.{id: id}`` tells null from a list by it."""
     if not isinstance(value, dict):
-        return {}
-    out = {}
-    for name, sub in tree:
-        if name in value:
-            if not sub:
-                out[name] = value[name]
-            elif isinstance(value[name], dict):   # a field of anything else reads as null
-                out[name] = _pick(value[name], sub)
-    return out
+        return value
+    return {name: value[name] if not sub else _pick(value[name], sub)
+            for name, sub in tree if name in value}
 
 
 def reads_of(node) -> set | None:
@@ -171,3 +169,42 @@ def _collect(node, found: set) -> bool:
 
 
 _MISSING = object()
+
+
+def branch_needs(steps) -> frozenset | None:
+    """What a branch's steps read from a stored job: their reads, less the outputs of the
+    branch's own steps (``steps.<own id>…``, made while the job runs); None: everything."""
+    reads = reads_of(steps)
+    if reads is None:
+        return None
+    own = set(_step_ids(steps))
+    return frozenset(r for r in reads if not (len(r) > 1 and r[0] == "steps" and r[1] in own))
+
+
+def _step_ids(node):
+    if isinstance(node, tuple):
+        for item in node:
+            yield from _step_ids(item)
+    elif dataclasses.is_dataclass(node):
+        if hasattr(node, "run") and isinstance(getattr(node, "id", None), str):
+            yield node.id
+        for f in dataclasses.fields(node):
+            yield from _step_ids(getattr(node, f.name))
+
+
+def missing(needs: frozenset | None, kept) -> tuple | None:
+    """The first path in ``needs`` that no path in ``kept`` (what a job stored) covers,
+    ``()`` when ``needs`` is the whole context, or None when everything needed is there.
+
+    >>> missing(frozenset({("request", "body", "id")}), [["request", "body"]]) is None
+    True
+    >>> missing(frozenset({("request", "body")}), [["request", "body", "id"]])
+    ('request', 'body')
+    """
+    if needs is None:
+        return ()
+    kept = [tuple(k) for k in kept]
+    for need in sorted(needs):
+        if not any(need[:len(k)] == k for k in kept):
+            return need
+    return None

@@ -17,9 +17,19 @@ import uuid
 
 import orjson
 
+from dsl.reads import missing
 from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
+from .durable import KEPT
+
 log = logging.getLogger("hookline.delivery")
+
+
+def _not_kept(job, gap: tuple) -> str:
+    what = ".".join(gap) or "the whole context"
+    return (f"branch '{job.branch}' of pipeline '{job.pipeline}' now reads {what}, which this job did not "
+            "keep (it was stored by an earlier version of the pipeline, which did not read it); "
+            "have the sender deliver it again")
 
 
 class Backlog:
@@ -90,6 +100,7 @@ class Deliverer:
 
     async def run(self) -> None:
         while not self._stopping:
+            self.wake.clear()            # before leasing: a nudge during the lease is kept
             free = self.concurrency - len(self.running)
             jobs = await self._lease(free) if free > 0 else []
             for job in jobs:
@@ -108,7 +119,6 @@ class Deliverer:
             return []
 
     async def _sleep(self):
-        self.wake.clear()
         try:
             await asyncio.wait_for(self.wake.wait(), self.poll_s)
         except asyncio.TimeoutError:
@@ -123,7 +133,12 @@ class Deliverer:
         if branch is None:
             await self.store.dead(job, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more")
             return
-        ctx = Context(orjson.loads(job.payload), http=self.outbound, job=job.id)
+        data = orjson.loads(job.payload)
+        gap = missing(branch.needs, data.pop(KEPT)) if KEPT in data else None
+        if gap is not None:
+            await self.store.dead(job, _not_kept(job, gap))
+            return
+        ctx = Context(data, http=self.outbound, job=job.id)
         try:
             await arun_steps(branch.steps, ctx)
         except DeliveryFailed as exc:

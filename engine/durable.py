@@ -53,7 +53,7 @@ def _committed(exchange, answer, future) -> None:
     app.inflight -= 1
     try:
         future.result()
-    except StoreUnavailable:
+    except (StoreUnavailable, asyncio.CancelledError):    # cancelled: the store is closing
         _send(exchange, _unavailable("the request could not be stored; retry later"))
         return
     except Exception as exc:
@@ -230,8 +230,19 @@ def _persisted(data, pipeline):
             request["headers"] = {k: v for k, v in request["headers"].items() if k not in private}
         if auth is not None and auth.scheme == "query" and "query" in request:
             request["query"] = {k: v for k, v in request["query"].items() if k != auth.name}
-        return {"request": request, "steps": kept.get("steps", {})}
-    return {"steps": kept.get("steps", {})}
+        kept = {**kept, "request": request}
+    return _with_paths({**kept, "steps": kept.get("steps", {})}, pipeline.persist)
+
+
+def _with_paths(document: dict, persist) -> dict:
+    """Record what was kept (``_kept``), so that a later version of the pipeline whose
+    branch reads more can tell (engine/delivery.py) instead of reading null."""
+    if persist is not None and not persist.everything:
+        document[KEPT] = persist.paths
+    return document
+
+
+KEPT = "_kept"   # the stored document's list of kept paths; removed before the branch runs
 
 
 def _accepted(delivery, admin):

@@ -168,8 +168,12 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
             try:
                 _child(parent, f"hookline-{slot[0]}")
                 if slot[0] == "http":
-                    code = asyncio.run(_worker(pipelines, sockets, wake_write, **options))
+                    os.close(wake_read)
+                    # without delivery workers each HTTP worker delivers itself (wake_fd None)
+                    wake = wake_write if delivery_workers else None
+                    code = asyncio.run(_worker(pipelines, sockets, wake, **options))
                 else:
+                    os.close(wake_write)
                     for sock in sockets:
                         sock.close()
                     code = asyncio.run(_deliver(pipelines, wake_read, **options))

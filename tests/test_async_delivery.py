@@ -481,8 +481,9 @@ def test_400_is_dead_lettered_with_the_reason_and_replay_delivers_it(dest, serve
     shown = json.loads(hookline("dlq", "show", job["id"], store=store).stdout)
     assert shown["state"] == "dead" and shown["payload"]["request"]["body"]["id"] == "r400"
     # the job keeps only what the branch reads (`body: request.body`): no headers, query, params
-    assert shown["payload"].keys() == {"request", "steps"} and shown["payload"]["steps"] == {}
+    assert shown["payload"].keys() == {"request", "steps", "_kept"} and shown["payload"]["steps"] == {}
     assert shown["payload"]["request"].keys() == {"body"}, shown["payload"]
+    assert shown["payload"]["_kept"] == [["request", "body"]]      # what it kept, for later versions
     out = hookline("dlq", "replay", job["id"], store=store)
     assert out.returncode == 0 and json.loads(out.stdout) == {"replayed": 1}, out
     wait_until(lambda: "r400" in dest.delivered(), 10, "the replayed job delivered by the running server")
@@ -642,3 +643,49 @@ def test_delivery_workers_0_delivers_inside_the_one_http_process(dest, servers, 
     assert _children(server.proc.proc.pid) == {}
     assert post(server.url + "/a/deliver", "inline-1").status_code == 202
     wait_until(lambda: "inline-1" in dest.delivered(), 5, "delivered by the HTTP process itself")
+
+
+def test_two_http_workers_and_delivery_workers_0_deliver_in_the_http_workers(dest, servers, sqlite_store):
+    server = servers([DELIVER], dest, sqlite_store, extra=("--workers", "2", "--delivery-workers", "0"))
+    wait_until(lambda: sorted(_children(server.proc.proc.pid).values()) == ["hookline-http"] * 2, 10,
+               "two HTTP workers and no delivery worker")
+    rids = [f"w2-{i}" for i in range(10)]
+    assert all(post(server.url + "/a/deliver", rid).status_code == 202 for rid in rids)
+    wait_until(lambda: set(rids) <= set(dest.delivered()), 5, "every job delivered by the HTTP workers")
+
+
+READS = """\
+pipeline: as-reads
+receive: {path: /a/reads, methods: [POST]}
+async:
+  - id: dest
+    steps:
+      - id: send
+        call: {url: "${env:DEST_URL}/recv", body: "%s", timeout_s: 5}
+    retry: {max_attempts: 3, initial_s: 0.1, max_s: 1, max_age_s: 600}
+"""
+
+
+def test_a_job_replayed_under_a_pipeline_that_reads_more_is_dead_lettered_saying_why(
+        dest, servers, sqlite_store, tmp_path):
+    """A job keeps what its branch read when it was stored. Fixed the pipeline to read one
+    more field, then replayed the dead job: it must not be delivered with that field null."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v1" / "reads.yaml").write_text(READS % "{id: request.body.id}")
+    (tmp_path / "v2" / "reads.yaml").write_text(READS % "{id: request.body.id, note: request.body.filler}")
+    server = servers([tmp_path / "v1"], dest, sqlite_store)
+    dest.plan("kept-1", 400)
+    delivery = post(server.url + "/a/reads", "kept-1").json()["id"]
+    wait_until(lambda: state(sqlite_store, delivery) == "dead", 15, "the first attempt dead-lettered", poll=0.1)
+    (job,) = [j for j in jobs(sqlite_store, "dead") if j["delivery"] == delivery]
+    assert json.loads(hookline("dlq", "show", job["id"], store=sqlite_store).stdout)["payload"]["request"] == {
+        "body": {"id": "kept-1"}}
+    server.proc.stop()
+    servers([tmp_path / "v2"], dest, sqlite_store)
+    assert hookline("dlq", "replay", job["id"], store=sqlite_store).returncode == 0
+    wait_until(lambda: "did not keep" in (jobs(sqlite_store, "dead") or [{}])[0].get("last_error", ""), 15,
+               "the replayed job dead-lettered again", poll=0.1)
+    (again,) = jobs(sqlite_store, "dead")
+    assert "now reads request.body.filler, which this job did not keep" in again["last_error"], again
+    assert len(dest.of("kept-1")) == 1, "the destination must not get the order with its note null"

@@ -567,3 +567,37 @@ def test_redis_batches_survive_a_script_flush(backend):
             await asyncio.gather(*(store.complete(j) for j in leased))
             assert await store.backlog() == 0
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_resends_only_the_calls_redis_had_no_script_for(backend):
+    """A batch where Redis knew one script (another process loaded it after a flush) and
+    not the other: the known call ran once (no DuplicateJob), the other is sent again."""
+    from engine.queue.redis import ENQUEUE
+    client = redis_client()
+
+    async def main():
+        async with open_store(backend.url) as store:
+            await store.enqueue([job()])
+            (leased,) = await store.lease("c1", 1, 60)
+            client.script_flush()
+            client.script_load(ENQUEUE)
+            fresh = job()
+            stored, completed = store.enqueue_soon([fresh]), store.complete(leased)   # one round trip
+            assert await stored is True
+            await completed
+            assert (await store.get(leased.id)).state == "done"
+            assert (await store.get(fresh.id)).state == "pending"
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_close_settles_every_pipelined_call(backend):
+    async def main():
+        store = open_store(backend.url)
+        await store.open()
+        futures = [store.enqueue_soon([job()]) for _ in range(50)]
+        await store.close()
+        assert all(f.done() for f in futures)
+        assert [f.result() for f in futures] == [True] * 50    # close waited for them
+    asyncio.run(main())

@@ -19,18 +19,42 @@ def selection(expression: str) -> Selection:
     return Selection.of([None] if reads is None else reads)
 
 
-@pytest.mark.parametrize("given_doc, case", [c for c in CASES if "result" in c.values[1]
-                                             or c.values[1]["error"] in RUNTIME])
-def test_a_selection_gives_every_compliance_result(given_doc, case):
-    expression = case["expression"]
+EVALUATED = [c for c in CASES if "result" in c.values[1] or c.values[1]["error"] in RUNTIME]
+
+
+def same_on_selection(expression: str, document, case) -> None:
+    """``expression`` on what its selection keeps of ``document`` gives the case's result or error."""
     compiled = compile_expression(expression)
-    kept = selection(expression).select(given_doc)
+    kept = selection(expression).select(document)
     if "result" in case:
         actual = compiled.search(kept)
         assert same_json(actual, case["result"]), (expression, kept, actual)
     else:
         with pytest.raises(RUNTIME[case["error"]]):
             compiled.search(kept)
+
+
+@pytest.mark.parametrize("given_doc, case", EVALUATED)
+def test_a_selection_gives_every_compliance_result(given_doc, case):
+    same_on_selection(case["expression"], given_doc, case)
+
+
+@pytest.mark.parametrize("given_doc, case", EVALUATED)
+def test_a_selection_gives_every_compliance_result_one_level_down(given_doc, case):
+    """The same cases on ``request.body`` of a context, where a value that is not an object
+    (a list, a number) must still be there for ``body.{a: a}`` to tell it from null."""
+    context = {"request": {"body": given_doc, "headers": {"x": "y"}}, "steps": {"s": 1}}
+    same_on_selection(f"request.body | {case['expression']}", context, case)
+
+
+@pytest.mark.parametrize("expression, body", [
+    ("request.body.{a: a}", [1, 2]), ("request.body.[a, b]", 5),
+    ("request.body.{id: id} || `\"none\"`", []), ("length(request.body.{a: a})", "text"),
+])
+def test_multiselects_on_values_that_are_not_objects(expression, body):
+    context = {"request": {"body": body}, "steps": {}}
+    compiled = compile_expression(expression)
+    assert compiled.search(selection(expression).select(context)) == compiled.search(context)
 
 
 def test_the_analysis_keeps_less_than_everything_for_most_cases():
@@ -62,7 +86,7 @@ def test_selection_merges_paths_and_shares_values():
     body = {"id": 1, "big": "x" * 100}
     data = {"request": {"body": body, "headers": {"a": "1"}}, "steps": {"s": [1]}}
     keep = Selection.of([("request", "body", "id"), ("request", "body"), ("steps", "s", "x")])
-    assert keep.select(data) == {"request": {"body": body}, "steps": {}}
+    assert keep.select(data) == {"request": {"body": body}, "steps": {"s": [1]}}   # not an object: whole
     assert keep.select(data)["request"]["body"] is body
     assert Selection.of([("a",), None]).select(data) is data
 

@@ -47,6 +47,7 @@ from engine.queue import STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
 DEFAULT_PREFIX = "hookline:"
 GROUP = "workers"
 BATCH = 500  # jobs per script call in replay_all and purges
+CLOSE_WAIT_S = 5.0  # close() waits this long for pipelined calls on their way
 # A bounded pool that makes callers wait for a connection (instead of failing at 100, the
 # default); still none after `timeout` s → StoreUnavailable. The URL's query may override both.
 POOL = {"max_connections": 64, "timeout": 10}
@@ -244,7 +245,10 @@ def _enqueued(result) -> bool:
 def _settle(future: asyncio.Future, result, convert) -> None:
     if future.done():
         return
-    if isinstance(result, (redis.exceptions.RedisError, OSError)):
+    if isinstance(result, StoreUnavailable):
+        future.set_exception(result)
+        return
+    if isinstance(result, BaseException):
         future.set_exception(StoreUnavailable(f"redis: {type(result).__name__}: {result}"))
         return
     try:
@@ -280,6 +284,12 @@ class RedisStore(StoreBase):
                 raise
 
     async def close(self) -> None:
+        if self._sending is not None:         # let the round trip on its way finish (bounded)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._sending), CLOSE_WAIT_S)
+            except Exception:                  # TimeoutError
+                if self._sending is not None:
+                    self._sending.cancel()
         if self._redis is not None:
             await self._redis.aclose()
             await self._redis.connection_pool.disconnect()
@@ -311,25 +321,38 @@ class RedisStore(StoreBase):
                 batch, self._waiting = self._waiting, []
                 try:
                     results = await self._evalsha_all(batch)
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except asyncio.CancelledError:     # close() gave up waiting
+                    for _, _, future, _ in batch:
+                        _settle(future, StoreUnavailable("redis: store closed"), None)
+                    raise
+                except Exception as exc:          # RedisError, OSError, the store closed
                     results = [exc] * len(batch)
                 for (_, _, future, convert), result in zip(batch, results, strict=True):
                     _settle(future, result, convert)
         finally:
             self._sending = None
+            for _, _, future, _ in self._waiting:  # only when stopped by close(): nobody sends them
+                _settle(future, StoreUnavailable("redis: store closed"), None)
+            self._waiting = []
 
     async def _evalsha_all(self, batch) -> list:
-        for attempt in range(2):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for script, args, _, _ in batch:
-                    pipe.execute_command("EVALSHA", self._scripts[script].sha, 0, *args)
-                results = await pipe.execute(raise_on_error=False)
-            missing = {batch[i][0] for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)}
-            if not missing or attempt:
-                return results
-            for script in missing:          # Redis restarted or flushed its scripts: load, send again
+        """One pipelined round trip; entries Redis answered NOSCRIPT for (a restart, SCRIPT
+        FLUSH) are sent again, alone, once their scripts are loaded: the rest ran once."""
+        results = await self._pipeline([(script, args) for script, args, _, _ in batch])
+        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            for script in {batch[i][0] for i in missing}:
                 await self._client.script_load(self._scripts[script].script)
+            again = await self._pipeline([batch[i][:2] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
         return results
+
+    async def _pipeline(self, calls) -> list:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, args in calls:
+                pipe.execute_command("EVALSHA", self._scripts[script].sha, 0, *args)
+            return await pipe.execute(raise_on_error=False)
 
     def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
         if self._redis is None:
@@ -355,14 +378,16 @@ class RedisStore(StoreBase):
         rows = await self._run("lease", consumer, limit, uuid.uuid4().hex, repr(until))
         return [_job(_pairs(row)) for row in rows]
 
-    async def complete(self, job: Job) -> None:
-        await self._finish(job.id, job.lease, "done", "")
+    # complete/retry/dead return the pipelined call's future (awaitable like a coroutine):
+    # the call joins the next round trip at once, not when the caller first awaits.
+    def complete(self, job: Job) -> asyncio.Future:
+        return self._finish(job.id, job.lease, "done", "")
 
-    async def retry(self, job: Job, due_at: float, error: str) -> None:
-        await self._finish(job.id, job.lease, "pending", repr(due_at), error)
+    def retry(self, job: Job, due_at: float, error: str) -> asyncio.Future:
+        return self._finish(job.id, job.lease, "pending", repr(due_at), error)
 
-    async def dead(self, job: Job, reason: str) -> None:
-        await self._finish(job.id, job.lease, "dead", "", reason)
+    def dead(self, job: Job, reason: str) -> asyncio.Future:
+        return self._finish(job.id, job.lease, "dead", "", reason)
 
     def _finish(self, *args) -> asyncio.Future:
         if self._redis is None:
