@@ -548,6 +548,29 @@ def test_sqlite_group_commit_shares_one_fsync_among_concurrent_enqueues(tmp_path
     assert concurrent <= 50, f"500 concurrent enqueues took {concurrent} commits"
 
 
+def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp_path):
+    """A checkpoint inside a COMMIT stalls every request of that commit; SQLite would run
+    one whenever the WAL passes 1,000 pages (~4 MB). Here the WAL grows past that, and the
+    store's own checkpointer (once a second) then lets the WAL start over."""
+    import sqlite3
+    path = tmp_path / "q.db"
+
+    def wal_frames() -> int:     # frames now in the WAL (a PASSIVE checkpoint reports them)
+        with sqlite3.connect(path) as conn:
+            return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+    async def main():
+        async with SqliteStore(str(path)) as store:
+            await asyncio.gather(*(store.enqueue([job(payload=b"x" * 4000)]) for _ in range(3000)))
+            grown = (tmp_path / "q.db-wal").stat().st_size
+            await asyncio.sleep(1.5)
+            await store.enqueue([job()])
+            return grown, wal_frames()
+    grown, frames = asyncio.run(main())
+    assert grown > 8_000_000, f"the WAL stayed at {grown} bytes: a commit checkpointed"
+    assert frames < 100, f"{frames} frames in the WAL: the background checkpoint did not run"
+
+
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
 def test_redis_batches_survive_a_script_flush(backend):
     """Enqueues and finishes go as EVALSHA in one pipelined round trip; when Redis has lost

@@ -282,18 +282,24 @@ class SqliteStore(StoreBase):
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_every(CHECKPOINT_S))
 
     async def _checkpoint_every(self, seconds: float) -> None:
-        """Copy the WAL back into the database now and then, in the reader's thread
-        (PASSIVE: it never blocks the writers), so that no commit pays for it."""
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await self._read(_checkpoint)
-            except StoreUnavailable:
-                pass                  # busy or closing: the next round tries again
+        """Copy the WAL back into the database now and then, with a connection and thread
+        of its own (PASSIVE: it never blocks the writers; and it fsyncs the database file,
+        which would hold up the reader's queries), so that no commit pays for it."""
+        checkpointer = Reader(self.path)
+        try:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await checkpointer.run(_checkpoint)
+                except StoreUnavailable:
+                    pass              # the next round tries again
+        finally:
+            await asyncio.shield(checkpointer.close())
 
     async def close(self) -> None:
         if self._checkpoints is not None:
             self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
             self._checkpoints = None
         writer, reader, self._writer, self._reader = self._writer, self._reader, None, None
         if writer is not None:
