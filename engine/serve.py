@@ -119,7 +119,7 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     idle time."""
     from .delivery import Deliverer, watch
     outbound = Outbound(allow_hosts=allow_hosts)
-    store = await _open_store(store_url)
+    store = await _open_store(store_url, for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
     deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
@@ -135,9 +135,9 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     return 0
 
 
-async def _open_store(store_url):
+async def _open_store(store_url, for_delivery=False):
     from .queue import open_store
-    store = open_store(store_url)
+    store = open_store(store_url, for_delivery=for_delivery)
     await store.open()
     return store
 

@@ -175,7 +175,7 @@ class StoreBase:
         await self.close()
 
 
-def open_store(url: str = DEFAULT_URL) -> Store:
+def open_store(url: str = DEFAULT_URL, for_delivery: bool = False) -> Store:
     """The (not yet opened) store for ``url``.
 
         open_store("sqlite:/var/lib/hookline/queue.db")    # "sqlite:" alone: ./hookline.db
@@ -183,10 +183,12 @@ def open_store(url: str = DEFAULT_URL) -> Store:
         open_store("memory:")
 
     Stores are also async context managers: ``async with open_store(url) as store:``.
+    ``for_delivery``: the store of a process that only leases and finishes jobs (a
+    delivery worker); SQLite then skips the fsync of those commits (see its module).
     """
     scheme = url.partition(":")[0].lower()
     if scheme not in BACKENDS:
         raise ValueError(f"unknown store URL {url!r}: expected one of "
                          + ", ".join(f"{s}:" for s in BACKENDS))
     module = importlib.import_module(f"{__name__}.{BACKENDS[scheme]}")
-    return module.from_url(url)
+    return module.from_url(url, for_delivery=for_delivery)

@@ -138,5 +138,5 @@ def _oldest_first(jobs) -> list[Job]:
     return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
 
-def from_url(url: str) -> MemoryStore:
+def from_url(url: str, for_delivery: bool = False) -> MemoryStore:
     return MemoryStore()

@@ -526,7 +526,7 @@ def _job(fields: dict) -> Job:
                state=_text(text["state"]), last_error=_text(text["last_error"]), lease=_text(text["lease"]))
 
 
-def from_url(url: str) -> RedisStore:
+def from_url(url: str, for_delivery: bool = False) -> RedisStore:
     """``redis://host:port/db?prefix=myapp:`` (other query options go to redis-py)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query)

@@ -61,14 +61,14 @@ GATHER_S = 0.0005         # ... and then the writer waits this long for more to 
 CHECKPOINT_S = 1.0        # how often the WAL is copied back (see SqliteStore._checkpoint_every)
 
 
-def connect(path: str, writer: bool = False) -> sqlite3.Connection:
+def connect(path: str, writer: bool = False, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection in WAL mode. A writer's connection never checkpoints on its own
     (the store's checkpointer does, outside any commit) and waits for another
     process's write lock in :func:`_begin` rather than in SQLite's busy handler."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
     if writer:
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA busy_timeout = 0")
@@ -127,8 +127,8 @@ class Writer:
     ``commits`` counts the transactions committed (one fsync each).
     """
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, synchronous: str = "FULL"):
+        self.path, self.synchronous = path, synchronous
         self.commits = 0
         self._ops: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hookline-sqlite-writer", daemon=True)
@@ -150,7 +150,7 @@ class Writer:
 
     def _run(self) -> None:
         try:
-            conn = connect(self.path, writer=True)
+            conn = connect(self.path, writer=True, synchronous=self.synchronous)
         except sqlite3.Error as exc:
             conn, self._error = None, StoreUnavailable(f"sqlite {self.path}: {exc}")
         stopping, last = False, 0.0
@@ -256,8 +256,13 @@ class Reader:
 
 
 class SqliteStore(StoreBase):
-    def __init__(self, path: str):
-        self.path = path
+    """``for_delivery=True`` (a delivery worker's store): its commits — lease, complete,
+    retry, dead — are not fsync'd (``synchronous=NORMAL``). A power cut may undo the last
+    of them, which at-least-once delivery already allows: the job is delivered again.
+    Enqueues and dedupe claims, committed by the HTTP workers, are always fsync'd."""
+
+    def __init__(self, path: str, for_delivery: bool = False):
+        self.path, self.for_delivery = path, for_delivery
         self._writer: Writer | None = None
         self._reader: Reader | None = None
         self._checkpoints: asyncio.Task | None = None
@@ -272,7 +277,8 @@ class SqliteStore(StoreBase):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
-        self._writer, self._reader = Writer(self.path), Reader(self.path)
+        self._writer = Writer(self.path, "NORMAL" if self.for_delivery else "FULL")
+        self._reader = Reader(self.path)
         self._writer.start()
         try:
             await self._write(_create)
@@ -455,5 +461,5 @@ def _count_backlog(conn) -> int:
     return conn.execute("SELECT count(*) FROM jobs WHERE state IN ('pending', 'leased')").fetchone()[0]
 
 
-def from_url(url: str) -> SqliteStore:
-    return SqliteStore(url.partition(":")[2] or "hookline.db")
+def from_url(url: str, for_delivery: bool = False) -> SqliteStore:
+    return SqliteStore(url.partition(":")[2] or "hookline.db", for_delivery)
