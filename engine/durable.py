@@ -67,13 +67,29 @@ def _committed(exchange, answer, future) -> None:
 def new_id() -> str:
     """32 hex digits: milliseconds since 1970 (12), then 80 random bits (20), as in a
     UUIDv7. Ids sort by creation time, so a store's index grows at one end instead of
-    touching a random page per insert.
+    touching a random page per insert. The random bits come from ``os.urandom``, read
+    4,000 bytes at a time (a system call per id showed as 5 % of a busy HTTP worker's
+    samples); a forked worker starts with none of its parent's.
 
     >>> a, b = new_id(), new_id()
     >>> len(a), a[:12] <= b[:12], a != b
     (32, True, True)
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    global _random, _taken
+    if _taken >= len(_random):
+        _random, _taken = os.urandom(4000), 0
+    start = _taken
+    _taken += 10
+    return f"{time.time_ns() // 1_000_000:012x}{_random[start:_taken].hex()}"
+
+
+def _forget_random() -> None:
+    global _random, _taken
+    _random, _taken = b"", 0
+
+
+_random, _taken = b"", 0
+os.register_at_fork(after_in_child=_forget_random)
 
 
 async def handle_durable(exchange, ctx) -> None:
