@@ -56,6 +56,16 @@ def _redis_url():
     return f"redis://127.0.0.1:6379/0?prefix=test-dd-{uuid.uuid4().hex[:8]}:"
 
 
+def _forget(url: str) -> None:
+    """Delete the test's keys from the shared Redis."""
+    import redis
+    prefix = url.split("prefix=", 1)[1]
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        client.delete(key)
+    client.close()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_simultaneous_copies_in_two_processes_call_once(dest, kind, tmp_path):
     store = f"sqlite:{tmp_path}/shared.db" if kind == "sqlite" else _redis_url()
@@ -72,6 +82,8 @@ def test_simultaneous_copies_in_two_processes_call_once(dest, kind, tmp_path):
     finally:
         one.stop()
         two.stop()
+        if kind == "redis":
+            _forget(store)
     assert len(_Slow.calls) == 1, f"the destination was called {len(_Slow.calls)} times"
     assert {(a.status_code, a.content) for a in answers + [later]} == {(200, answers[0].content)}
     assert answers[0].json() == {"erp": {"reserved": 1}, "id": "order-7"}
