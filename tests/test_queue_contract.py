@@ -624,3 +624,25 @@ def test_redis_close_settles_every_pipelined_call(backend):
         assert all(f.done() for f in futures)
         assert [f.result() for f in futures] == [True] * 50    # close waited for them
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_dead_letters_are_also_a_stream_for_alerting(backend):
+    """Besides the dead jobs themselves (dlq list/replay), each death is an entry in the
+    ``{prefix}dead`` stream that monitoring can XREAD; purging the dead empties it."""
+    client = redis_client()
+    prefix = backend.url.split("prefix=", 1)[1]
+
+    async def main():
+        async with open_store(backend.url) as store:
+            doomed = job()
+            await store.enqueue([doomed])
+            (leased,) = await store.lease("c1", 1, 60)
+            await store.dead(leased, "destination answered 400")
+            entries = client.xrange(prefix + "dead")
+            assert [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries] == [
+                {"id": doomed.id, "delivery": doomed.delivery, "pipeline": doomed.pipeline,
+                 "branch": doomed.branch, "reason": "destination answered 400"}]
+            assert await store.purge_dead() == 1
+            assert client.xlen(prefix + "dead") == 0
+    asyncio.run(main())

@@ -7,6 +7,9 @@ Keys (all under the store's prefix, default ``hookline:``)::
     delayed           zset   job id → due_at, for jobs not yet due (retries)
     leases            zset   job id → until, for leased jobs: the visibility timeouts
     state:{state}     zset   job id → created_at, one per state: lists, backlog, dead letters
+    dead              stream one entry per job dead-lettered (id, delivery, pipeline, branch,
+                             reason), for alerting (XREAD); about DEAD_STREAM_MAXLEN kept,
+                             emptied by purge_dead; replay and lists use state:dead
     delivery:{id}     set    the job ids of one delivery
     dedupe:{key}      string the first response for a delivery id, with a TTL
 
@@ -48,6 +51,7 @@ DEFAULT_PREFIX = "hookline:"
 GROUP = "workers"
 BATCH = 500  # jobs per script call in replay_all and purges
 CLOSE_WAIT_S = 5.0  # close() waits this long for pipelined calls on their way
+DEAD_STREAM_MAXLEN = 100_000  # the dead-letter stream keeps about this many entries
 # A bounded pool that makes callers wait for a connection (instead of failing at 100, the
 # default); still none after `timeout` s → StoreUnavailable. The URL's query may override both.
 POOL = {"max_connections": 64, "timeout": 10}
@@ -165,9 +169,13 @@ move(id, 'leased', ARGV[5])
 if ARGV[5] == 'pending' then
   redis.call('HSET', k, 'due_at', ARGV[6])
   schedule(id, ARGV[6])
+elseif ARGV[5] == 'dead' then
+  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', %d, '*', 'id', id,
+             'delivery', redis.call('HGET', k, 'delivery'), 'pipeline', redis.call('HGET', k, 'pipeline'),
+             'branch', redis.call('HGET', k, 'branch'), 'reason', ARGV[7] or '')
 end
 return 1
-"""
+""" % DEAD_STREAM_MAXLEN
 
 # ARGV: prefix, now, consumer.
 RELEASE = PRELUDE + """
@@ -439,7 +447,10 @@ class RedisStore(StoreBase):
 
     @_guarded
     async def purge_dead(self) -> int:
-        return await self._purge("dead", "+inf")
+        purged = await self._purge("dead", "+inf")
+        until = f"{int(time.time() * 1000) + 1}-0"      # the stream's entries up to now, too
+        await self._client.xtrim(self._key("dead"), minid=until, approximate=False)
+        return purged
 
     @_guarded
     async def purge_done(self, created_before: float) -> int:
