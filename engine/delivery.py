@@ -53,11 +53,11 @@ class Backlog:
 
 
 class Nudge:
-    """Wakes the delivery workers after a commit with jobs: one byte down the pipe
-    they watch, at most once per event-loop iteration however many commits it saw."""
+    """Wakes the delivery workers after a commit with jobs: one byte down each one's pipe,
+    at most once per event-loop iteration however many commits it saw."""
 
-    def __init__(self, fd: int):
-        self.fd, self._pending = fd, False
+    def __init__(self, fds):
+        self.fds, self._pending = tuple(fds), False
 
     def __call__(self) -> None:
         if not self._pending:
@@ -66,10 +66,11 @@ class Nudge:
 
     def _send(self) -> None:
         self._pending = False
-        try:
-            os.write(self.fd, b"w")
-        except BlockingIOError:     # the pipe is full: the delivery workers have bytes to read
-            pass
+        for fd in self.fds:
+            try:
+                os.write(fd, b"w")
+            except BlockingIOError:     # the pipe is full: that worker has bytes to read
+                pass
 
 
 def watch(fd: int, event: asyncio.Event) -> None:

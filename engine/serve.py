@@ -54,7 +54,7 @@ def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: f
     if not delivers_apart(pipelines, store_url, delivery_workers):
         delivery_workers = 0
     if workers <= 1 and not delivery_workers:
-        return asyncio.run(_worker(pipelines, sockets, wake_fd=None, **options))
+        return asyncio.run(_worker(pipelines, sockets, wake_fds=None, **options))
     return _supervise(pipelines, sockets, workers, delivery_workers, dict(options, nice=delivery_nice))
 
 
@@ -69,9 +69,9 @@ def _needs_store(pipelines, store_url, admin) -> bool:
     return any(p.durable for p in pipelines) or admin is not None or shared_limits
 
 
-async def _worker(pipelines, sockets, wake_fd, shutdown_timeout, store_url, max_backlog, visibility_s,
+async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max_backlog, visibility_s,
                   admin, trusted, allow_hosts, **_delivery_only) -> int:
-    """An HTTP worker; it delivers too unless ``wake_fd`` (the pipe to the delivery workers) is given."""
+    """An HTTP worker; it delivers too unless ``wake_fds`` (pipes to the delivery workers) are given."""
     from .delivery import Backlog, Deliverer, Nudge
     outbound = Outbound(allow_hosts=allow_hosts)
     store = deliverer = backlog = nudge = None
@@ -80,12 +80,12 @@ async def _worker(pipelines, sockets, wake_fd, shutdown_timeout, store_url, max_
         store = await _open_store(store_url)
         backlog = Backlog(store, max_backlog)
         background.append(asyncio.get_running_loop().create_task(backlog.run()))
-        if wake_fd is None:
+        if wake_fds is None:
             deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
             delivering = asyncio.get_running_loop().create_task(deliverer.run())
             nudge = deliverer.wake.set
         else:
-            nudge = Nudge(wake_fd)
+            nudge = Nudge(wake_fds)
     app = App(pipelines, outbound, store, backlog, nudge, admin, trusted)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
@@ -154,9 +154,9 @@ async def _stopped() -> None:
 def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
     """Fork ``workers`` HTTP workers and ``delivery_workers`` delivery workers; restart
     one that dies on its own; forward SIGTERM/SIGINT; return when all have exited."""
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_read, False)
-    os.set_blocking(wake_write, False)
+    pipes = [os.pipe() for _ in range(delivery_workers)]   # one per delivery worker: all are woken
+    for fd in (fd for pipe in pipes for fd in pipe):
+        os.set_blocking(fd, False)
     parent = os.getpid()
     children: dict[int, tuple] = {}
     stopping = False
@@ -168,15 +168,15 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
             try:
                 _child(parent, f"hookline-{slot[0]}")
                 if slot[0] == "http":
-                    os.close(wake_read)
-                    # without delivery workers each HTTP worker delivers itself (wake_fd None)
-                    wake = wake_write if delivery_workers else None
+                    _close_all(read for read, _ in pipes)
+                    # without delivery workers each HTTP worker delivers itself (wake_fds None)
+                    wake = [write for _, write in pipes] or None
                     code = asyncio.run(_worker(pipelines, sockets, wake, **options))
                 else:
-                    os.close(wake_write)
-                    for sock in sockets:
-                        sock.close()
-                    code = asyncio.run(_deliver(pipelines, wake_read, **options))
+                    mine = pipes[slot[1]][0]
+                    _close_all(fd for pipe in pipes for fd in pipe if fd != mine)
+                    _close_all(sockets)
+                    code = asyncio.run(_deliver(pipelines, mine, **options))
             except BaseException:
                 log.exception("%s worker failed", slot[0])
             finally:
@@ -208,6 +208,12 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
             time.sleep(0.2)
             spawn(slot)
     return 0
+
+
+def _close_all(things) -> None:
+    """Close file descriptors (ints) or sockets a worker does not use."""
+    for thing in things:
+        thing.close() if hasattr(thing, "close") else os.close(thing)
 
 
 def _child(parent: int, name: str) -> None:

@@ -689,3 +689,13 @@ def test_a_job_replayed_under_a_pipeline_that_reads_more_is_dead_lettered_saying
     (again,) = jobs(sqlite_store, "dead")
     assert "now reads request.body.filler, which this job did not keep" in again["last_error"], again
     assert len(dest.of("kept-1")) == 1, "the destination must not get the order with its note null"
+
+
+def test_two_delivery_workers_share_the_jobs(dest, servers, sqlite_store):
+    server = servers([DELIVER], dest, sqlite_store, extra=("--delivery-workers", "2"))
+    wait_until(lambda: sorted(_children(server.proc.proc.pid).values())
+               == ["hookline-delive", "hookline-delive", "hookline-http"], 10, "one HTTP and two delivery workers")
+    rids = [f"d2-{i}" for i in range(40)]
+    assert all(post(server.url + "/a/deliver", rid).status_code == 202 for rid in rids)
+    wait_until(lambda: set(rids) <= set(dest.delivered()), 5, "every job delivered")
+    assert sorted(c.rid for c in dest.calls if c.rid in rids) == sorted(rids), "a job delivered twice"
