@@ -69,7 +69,8 @@ def new_id() -> str:
     UUIDv7. Ids sort by creation time, so a store's index grows at one end instead of
     touching a random page per insert. The random bits come from ``os.urandom``, read
     4,000 bytes at a time (a system call per id showed as 5 % of a busy HTTP worker's
-    samples); a forked worker starts with none of its parent's.
+    samples); a forked worker starts with none of its parent's. Not thread-safe: call it
+    from the event loop's thread, as the request path does.
 
     >>> a, b = new_id(), new_id()
     >>> len(a), a[:12] <= b[:12], a != b

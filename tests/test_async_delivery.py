@@ -699,3 +699,21 @@ def test_two_delivery_workers_share_the_jobs(dest, servers, sqlite_store):
     assert all(post(server.url + "/a/deliver", rid).status_code == 202 for rid in rids)
     wait_until(lambda: set(rids) <= set(dest.delivered()), 5, "every job delivered")
     assert sorted(c.rid for c in dest.calls if c.rid in rids) == sorted(rids), "a job delivered twice"
+
+
+def test_a_nudge_wakes_every_delivery_worker():
+    """One byte down each delivery worker's own pipe (a shared pipe woke only whichever read first)."""
+    from engine.delivery import Nudge
+    pipes = [os.pipe() for _ in range(3)]
+
+    async def main():
+        nudge = Nudge([write for _, write in pipes])
+        nudge()
+        nudge()                          # twice in one loop iteration: one byte each
+        await asyncio.sleep(0)
+    asyncio.run(main())
+    try:
+        assert [os.read(read, 10) for read, _ in pipes] == [b"w"] * 3
+    finally:
+        for fd in (fd for pipe in pipes for fd in pipe):
+            os.close(fd)

@@ -15,12 +15,15 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+import engine.queue.sqlite
 from engine.queue import DuplicateJob, Job, StoreUnavailable, open_store
 from engine.queue.sqlite import SqliteStore
 
@@ -548,7 +551,7 @@ def test_sqlite_group_commit_shares_one_fsync_among_concurrent_enqueues(tmp_path
     assert concurrent <= 50, f"500 concurrent enqueues took {concurrent} commits"
 
 
-def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp_path):
+def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp_path, monkeypatch):
     """A checkpoint inside a COMMIT stalls every request of that commit; SQLite would run
     one whenever the WAL passes 1,000 pages (~4 MB). Here the WAL grows past that, and the
     store's own checkpointer (once a second) then lets the WAL start over."""
@@ -556,8 +559,13 @@ def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp
     path = tmp_path / "q.db"
 
     def wal_frames() -> int:     # frames now in the WAL (a PASSIVE checkpoint reports them)
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn:
             return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+    threads = []
+    checkpoint = engine.queue.sqlite._checkpoint
+    monkeypatch.setattr(engine.queue.sqlite, "_checkpoint",
+                        lambda conn: threads.append(threading.current_thread().name) or checkpoint(conn))
 
     async def main():
         async with SqliteStore(str(path)) as store:
@@ -569,6 +577,8 @@ def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp
     grown, frames = asyncio.run(main())
     assert grown > 8_000_000, f"the WAL stayed at {grown} bytes: a commit checkpointed"
     assert frames < 100, f"{frames} frames in the WAL: the background checkpoint did not run"
+    # in a thread of its own: it fsyncs the database file, which would hold up the reader's queries
+    assert threads and all(t.startswith("hookline-sqlite-checkpoint") for t in threads), threads
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)

@@ -447,9 +447,11 @@ class RedisStore(StoreBase):
 
     @_guarded
     async def purge_dead(self) -> int:
+        newest = await self._client.xrevrange(self._key("dead"), count=1)   # by Redis's own clock
         purged = await self._purge("dead", "+inf")
-        until = f"{int(time.time() * 1000) + 1}-0"      # the stream's entries up to now, too
-        await self._client.xtrim(self._key("dead"), minid=until, approximate=False)
+        if newest:     # the stream's entries up to the newest before the purge (later ones stay)
+            ms, seq = newest[0][0].decode().split("-")
+            await self._client.xtrim(self._key("dead"), minid=f"{ms}-{int(seq) + 1}", approximate=False)
         return purged
 
     @_guarded

@@ -230,9 +230,9 @@ def _in_savepoint(conn: sqlite3.Connection, op: _Op) -> tuple[bool, object]:
 class Reader:
     """A second connection, used from one thread of its own."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, name: str = "hookline-sqlite-read"):
         self.path = path
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-read")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, fn, *args):
@@ -291,7 +291,7 @@ class SqliteStore(StoreBase):
         """Copy the WAL back into the database now and then, with a connection and thread
         of its own (PASSIVE: it never blocks the writers; and it fsyncs the database file,
         which would hold up the reader's queries), so that no commit pays for it."""
-        checkpointer = Reader(self.path)
+        checkpointer = Reader(self.path, "hookline-sqlite-checkpoint")
         try:
             while True:
                 await asyncio.sleep(seconds)
