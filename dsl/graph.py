@@ -120,7 +120,7 @@ class AsyncBranch:
     when: object            # Expression or None
     steps: tuple
     retry: Retry
-    needs: frozenset | None = None   # dsl.reads.branch_needs: what a stored job must hold; None: all
+    needs: tuple | None = None       # dsl.reads.branch_needs: what a stored job must hold; None: all
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,14 +171,14 @@ def _collect(node, found: set) -> bool:
 _MISSING = object()
 
 
-def branch_needs(steps) -> frozenset | None:
-    """What a branch's steps read from a stored job: their reads, less the outputs of the
-    branch's own steps (``steps.<own id>…``, made while the job runs); None: everything."""
+def branch_needs(steps) -> tuple | None:
+    """What a branch's steps read from a stored job (sorted): their reads, less the outputs
+    of the branch's own steps (``steps.<own id>…``, made while the job runs); None: everything."""
     reads = reads_of(steps)
     if reads is None:
         return None
     own = set(_step_ids(steps))
-    return frozenset(r for r in reads if not (len(r) > 1 and r[0] == "steps" and r[1] in own))
+    return tuple(sorted(r for r in reads if not (len(r) > 1 and r[0] == "steps" and r[1] in own)))
 
 
 def _step_ids(node):
@@ -192,19 +192,19 @@ def _step_ids(node):
             yield from _step_ids(getattr(node, f.name))
 
 
-def missing(needs: frozenset | None, kept) -> tuple | None:
+def missing(needs: tuple | None, kept) -> tuple | None:
     """The first path in ``needs`` that no path in ``kept`` (what a job stored) covers,
     ``()`` when ``needs`` is the whole context, or None when everything needed is there.
 
-    >>> missing(frozenset({("request", "body", "id")}), [["request", "body"]]) is None
+    >>> missing((("request", "body", "id"),), [["request", "body"]]) is None
     True
-    >>> missing(frozenset({("request", "body")}), [["request", "body", "id"]])
+    >>> missing((("request", "body"),), [["request", "body", "id"]])
     ('request', 'body')
     """
     if needs is None:
         return ()
     kept = [tuple(k) for k in kept]
-    for need in sorted(needs):
+    for need in needs:
         if not any(need[:len(k)] == k for k in kept):
             return need
     return None

@@ -28,19 +28,16 @@ def start_plain(exchange, ctx) -> bool:
     """The common case — async branches, no dedupe, synchronous steps — without a task:
     run the steps, hand the jobs to the store, answer from the commit's callback.
     True when the answer now comes from that callback."""
-    app, pipeline = exchange.app, exchange.pipeline
-    if app.backlog is not None and app.backlog.full:
+    if _backlog_full(exchange):
         _send(exchange, _unavailable("the delivery backlog is full; retry later"))
         return False
-    run_steps(pipeline.steps, ctx)
-    delivery = new_id()
-    jobs = _jobs(pipeline, ctx, delivery)
-    answer = exchange.response(ctx, default=_accepted(delivery, app.admin))
+    run_steps(exchange.pipeline.steps, ctx)
+    jobs, answer = _jobs_and_answer(exchange, ctx)
     if not jobs:                 # no branch chosen: nothing to persist
         _send(exchange, answer)
         return False
     try:
-        committed = app.store.enqueue_soon(jobs)
+        committed = exchange.app.store.enqueue_soon(jobs)
     except StoreUnavailable:
         _send(exchange, _unavailable("the request could not be stored; retry later"))
         return False
@@ -59,8 +56,7 @@ def _committed(exchange, answer, future) -> None:
     except Exception as exc:
         exchange._fail(exc)
         return
-    if app.nudge is not None:
-        app.nudge()
+    _nudged(app, jobs=True)
     _send(exchange, answer)
 
 
@@ -167,16 +163,14 @@ async def _handle(exchange, ctx, key):
     """Run the steps, store jobs (and the answer, for ``key``), answer; returns
     ``(answer, committed)`` — the answer sent, and whether the store kept it."""
     app, pipeline = exchange.app, exchange.pipeline
-    if pipeline.branches and app.backlog is not None and app.backlog.full:
+    if pipeline.branches and _backlog_full(exchange):
         return _send(exchange, _unavailable("the delivery backlog is full; retry later")), False
     if pipeline.is_async:
         ctx.http = app.outbound
         await arun_steps(pipeline.steps, ctx)
     else:
         run_steps(pipeline.steps, ctx)
-    delivery = new_id()
-    jobs = _jobs(pipeline, ctx, delivery)
-    answer = exchange.response(ctx, default=_accepted(delivery, app.admin) if pipeline.branches else None)
+    jobs, answer = _jobs_and_answer(exchange, ctx)
     dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
     try:
         stored = await app.store.enqueue(jobs, dedupe=dedupe)
@@ -184,9 +178,27 @@ async def _handle(exchange, ctx, key):
         return _send(exchange, _unavailable("the request could not be stored; retry later")), False
     if stored is False:          # the claim had expired and another copy committed: answer as it did
         return _send(exchange, await _stored(app, key) or answer), True
+    _nudged(app, jobs)
+    return _send(exchange, answer), True
+
+
+def _backlog_full(exchange) -> bool:
+    backlog = exchange.app.backlog
+    return backlog is not None and backlog.full
+
+
+def _jobs_and_answer(exchange, ctx):
+    """The branch jobs of this request and the answer to send once they are stored: the
+    pipeline's own response, else ``202 {"id"}`` when it has branches."""
+    delivery = new_id()
+    default = _accepted(delivery, exchange.app.admin) if exchange.pipeline.branches else None
+    return _jobs(exchange.pipeline, ctx, delivery), exchange.response(ctx, default=default)
+
+
+def _nudged(app, jobs) -> None:
+    """Wake the delivery after a commit that stored jobs."""
     if jobs and app.nudge is not None:
         app.nudge()
-    return _send(exchange, answer), True
 
 
 def _send(exchange, answer):

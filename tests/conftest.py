@@ -113,6 +113,23 @@ def start_hookline(paths, env=None, workers=1, extra=(), tail=False) -> Proc:
     return proc
 
 
+def serving(paths):
+    """A module fixture's body: ``hookline serve PATHS`` with a ``session`` (keep-alive
+    ``requests.Session``) and its output drained; stopped afterwards.
+
+        @pytest.fixture(scope="module")
+        def server():
+            yield from serving([PIPELINES])
+    """
+    proc = start_hookline(paths, tail=True)
+    proc.session = requests.Session()
+    try:
+        yield proc
+    finally:
+        proc.session.close()
+        proc.stop()
+
+
 def start_demo_destination() -> Proc:
     port = free_port()
     args = [sys.executable, str(ROOT / "pipelines" / "demo_destination.py"), "--port", str(port)]

@@ -20,11 +20,10 @@ import io
 import json
 
 import pytest
-import requests
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from conftest import HTTP_PROPERTY_SETTINGS, ROOT, start_hookline
+from conftest import HTTP_PROPERTY_SETTINGS, ROOT, serving
 from engine.formats import parse_body
 
 PIPELINES = ROOT / "tests" / "pipelines" / "http_full"
@@ -34,11 +33,7 @@ SETTINGS = HTTP_PROPERTY_SETTINGS
 
 @pytest.fixture(scope="module")
 def server():
-    proc = start_hookline([PIPELINES], tail=True)
-    proc.session = requests.Session()
-    yield proc
-    proc.session.close()
-    proc.stop()
+    yield from serving([PIPELINES])
 
 
 def echo(server, value, accept):

@@ -20,7 +20,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import HTTP_PROPERTY_SETTINGS, ROOT, start_hookline
+from conftest import HTTP_PROPERTY_SETTINGS, ROOT, serving
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "props"
 PROBLEM = "application/problem+json"
@@ -29,11 +29,7 @@ SETTINGS = HTTP_PROPERTY_SETTINGS
 
 @pytest.fixture(scope="module")
 def server():
-    proc = start_hookline([PIPELINES], tail=True)
-    proc.session = requests.Session()
-    yield proc
-    proc.session.close()
-    proc.stop()
+    yield from serving([PIPELINES])
 
 
 def assert_alive(server):

@@ -317,6 +317,8 @@ class RedisStore(StoreBase):
 
     def _soon(self, script: str, args: list, convert=None) -> asyncio.Future:
         """Run ``script`` in the next pipelined round trip; the future gets its result."""
+        if self._redis is None:
+            raise StoreUnavailable("redis: store is not open")
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((script, [self.prefix, repr(time.time()), *args], future, convert))
         if self._sending is None:
@@ -363,8 +365,6 @@ class RedisStore(StoreBase):
             return await pipe.execute(raise_on_error=False)
 
     def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
-        if self._redis is None:
-            raise StoreUnavailable("redis: store is not open")
         key, response, ttl_s = dedupe or ("", b"", 0.0)
         fields = [value for job in jobs for value in (
             job.id, job.delivery, job.pipeline, job.branch, job.payload, job.attempt,
@@ -398,8 +398,6 @@ class RedisStore(StoreBase):
         return self._finish(job.id, job.lease, "dead", "", reason)
 
     def _finish(self, *args) -> asyncio.Future:
-        if self._redis is None:
-            raise StoreUnavailable("redis: store is not open")
         return self._soon("finish", list(args))
 
     @_guarded
