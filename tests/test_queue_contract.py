@@ -551,6 +551,39 @@ def test_sqlite_group_commit_shares_one_fsync_among_concurrent_enqueues(tmp_path
     assert concurrent <= 50, f"500 concurrent enqueues took {concurrent} commits"
 
 
+def test_sqlite_what_one_loop_pass_submits_is_committed_together(tmp_path):
+    """The HTTP worker answers many requests in one pass of its event loop; their jobs reach
+    the writer thread as one item and share one commit (handed over one by one, the writer
+    woke at the first and committed small batches). The sleeps stand for the system calls
+    the loop makes between requests, during which the writer thread can run."""
+    async def main():
+        async with SqliteStore(str(tmp_path / "q.db")) as store:
+            start = store.commits
+            futures = []
+            for i in range(100):
+                futures.append(store.enqueue_soon([job(f"p{i}")]))
+                time.sleep(0.0005)
+            await asyncio.gather(*futures)
+            one_pass = store.commits - start
+            leased = await store.lease("t", 1000, 60)
+            return one_pass, {j.delivery for j in leased}
+    one_pass, leased = asyncio.run(main())
+    assert one_pass == 1
+    assert leased == {f"p{i}" for i in range(100)}
+
+
+def test_sqlite_close_commits_what_the_current_pass_submitted(tmp_path):
+    async def main():
+        store = SqliteStore(str(tmp_path / "q.db"))
+        await store.open()
+        future = store.enqueue_soon([job("last")])
+        await store.close()           # in the same pass: the job must not be left behind
+        assert future.done() and future.exception() is None
+        async with SqliteStore(str(tmp_path / "q.db")) as again:
+            return [j.delivery for j in await again.lease("t", 10, 60)]
+    assert asyncio.run(main()) == ["last"]
+
+
 def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp_path, monkeypatch):
     """A checkpoint inside a COMMIT stalls every request of that commit; SQLite would run
     one whenever the WAL passes 1,000 pages (~4 MB). Here the WAL grows past that, and the
