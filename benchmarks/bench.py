@@ -10,7 +10,7 @@
   d  hookline serve benchmarks/pipelines-async --store sqlite:<tmp>/bench.db   202 + async branch
   e  the same with --store redis://127.0.0.1:6379/0?prefix=bench-<random>:     (keys deleted after)
      the branch posts the reshaped order to dest_server.py (pinned to core 1, beside wrk);
-     the whole server (HTTP worker + delivery worker at nice 10) is pinned to core 0
+     the whole server (HTTP worker + delivery worker at nice 19) is pinned to core 0
   d1 e1  d and e with the delivery worker moved to core 1 (beside wrk and the destination)
 --suite verify (issue 5), beside c:
   f  hookline serve benchmarks/pipelines-verify --store sqlite:<tmp>/verify.db  receive.verify github

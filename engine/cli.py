@@ -30,8 +30,8 @@ def _parser():
     serve.add_argument("--delivery-workers", type=int, default=1, metavar="N",
                        help="processes delivering async branches (default 1); 0: deliver inside each "
                             "HTTP worker (always so with the memory: store)")
-    serve.add_argument("--delivery-nice", type=int, default=10, choices=range(0, 20), metavar="N",
-                       help="run delivery workers N steps nicer than the HTTP workers (0-19, default 10): "
+    serve.add_argument("--delivery-nice", type=int, default=19, choices=range(0, 20), metavar="N",
+                       help="run delivery workers N steps nicer than the HTTP workers (0-19, default 19): "
                             "on a shared core acknowledging comes first")
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                        help="on SIGTERM, wait this long for running requests (default 10)")

@@ -39,7 +39,7 @@ from .outbound import Outbound
 from .server import App
 
 log = logging.getLogger("hookline")
-DELIVERY_NICE = 10      # delivery workers' niceness relative to the HTTP workers (0-19)
+DELIVERY_NICE = 19      # delivery workers' niceness relative to the HTTP workers (0-19); see docs/cli.md
 
 
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,

@@ -628,7 +628,7 @@ def test_delivery_runs_in_a_nicer_process_of_its_own_and_every_worker_dies_with_
     workers = _children(server.proc.proc.pid)
     assert sorted(workers.values()) == ["hookline-delive", "hookline-http"], workers
     nice = {name: _nice(pid) for pid, name in workers.items()}
-    assert nice == {"hookline-http": 0, "hookline-delive": 10}, nice
+    assert nice == {"hookline-http": 0, "hookline-delive": 19}, nice
     resp = post(server.url + "/a/deliver", "proc-1")
     assert resp.status_code == 202, resp.text
     wait_until(lambda: "proc-1" in dest.delivered(), 5, "the delivery worker delivers")
