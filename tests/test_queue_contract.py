@@ -253,6 +253,28 @@ async def test_a_failed_enqueue_does_not_fail_concurrent_ones(store):
 
 
 @contract
+async def test_enqueues_sent_together_are_each_all_or_nothing(store):
+    """Enqueues made in one pass go to the store together (one SQLite commit, one Redis
+    script call); each keeps its own outcome, and every stored job can be leased at once."""
+    first = job()
+    await store.enqueue([first])
+    two, clash, late, keyed, again = [job(), job()], job(), job(), job(), job()
+    futures = [store.enqueue_soon(two),
+               store.enqueue_soon([clash, first]),                          # a job id that exists
+               store.enqueue_soon([keyed], dedupe=("dlv-t", b'{"n": 1}', 60)),
+               store.enqueue_soon([again], dedupe=("dlv-t", b'{"n": 2}', 60)),  # same key, later
+               store.enqueue_soon([], dedupe=("dlv-empty", b"{}", 60)),
+               store.enqueue_soon([late])]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] is True and isinstance(results[1], DuplicateJob), results
+    assert results[2:] == [True, False, True, True], results
+    assert await store.get(clash.id) is None and await store.get(again.id) is None
+    assert await store.dedupe_get("dlv-t") == b'{"n": 1}' and await store.dedupe_get("dlv-empty") == b"{}"
+    leased = await store.lease("c1", 10, 60)
+    assert {j.id for j in leased} == {first.id, *(j.id for j in two), keyed.id, late.id}
+
+
+@contract
 async def test_dedupe_stores_the_first_response_for_its_ttl(store):
     assert await store.dedupe_get("dlv-1") is None
     first = job()
@@ -612,6 +634,19 @@ def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp
     assert frames < 100, f"{frames} frames in the WAL: the background checkpoint did not run"
     # in a thread of its own: it fsyncs the database file, which would hold up the reader's queries
     assert threads and all(t.startswith("hookline-sqlite-checkpoint") for t in threads), threads
+
+
+def test_redis_commands_are_packed_in_c_byte_for_byte_as_redis_py_packs_them():
+    """The store's connections pack with hiredis (C); what they send must not change."""
+    import redis.asyncio
+    from engine.queue.redis import _pool
+    plain, tls = _pool("redis://127.0.0.1:6379/0"), _pool("rediss://127.0.0.1:6380/0")
+    assert issubclass(tls.connection_class, redis.asyncio.SSLConnection)
+    ours, theirs = plain.make_connection(), redis.asyncio.Connection()
+    assert type(ours).pack_command is not redis.asyncio.Connection.pack_command
+    for args in [("EVALSHA", "a" * 40, 0, "hookline:", repr(1764318000.123456), b"\x00\xff" * 300, 7, "é"),
+                 ("SCRIPT LOAD", "return 1"), (b"XADD", b"k", b"*", b"id", b"1"), ("SET", "k", "v", "PX", 60000)]:
+        assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args)), args
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
