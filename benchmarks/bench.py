@@ -174,6 +174,30 @@ def cpu_seconds(pid):
     return ticks / CLK_TCK
 
 
+HTTP_COMM = "hookline-http"          # an HTTP worker's process name when serve forks (engine/serve.py)
+
+
+def http_cpu_seconds(pid):
+    """utime+stime of the HTTP worker(s) alone: the processes named hookline-http under pid, or
+    pid itself when it serves alone (c). Leaves out the delivery worker and the supervisor."""
+    workers = []
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == HTTP_COMM:
+                    workers.append(p)
+        except OSError:
+            pass
+    ticks = 0
+    for p in workers or [pid]:
+        try:
+            f = _stat_fields(p)
+            ticks += int(f[11]) + int(f[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return ticks / CLK_TCK
+
+
 def parse_latency(text):
     """'11.23ms' -> µs."""
     units = {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}
@@ -460,14 +484,15 @@ def run_wrk(server, seconds, conns, lua, body_path, pin_wrk):
     cmd = (["taskset", "-c", "1"] if pin_wrk else []) + [
         "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(server.lua or lua), server.url]
     env = dict(os.environ, BENCH_BODY=str(body_path), **(server.wrk_env() if server.wrk_env else {}))
-    cpu0 = cpu_seconds(server.proc.pid)
+    cpu0, http0 = cpu_seconds(server.proc.pid), http_cpu_seconds(server.proc.pid)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     t_end = time.monotonic()
-    cpu1 = cpu_seconds(server.proc.pid)
+    cpu1, http1 = cpu_seconds(server.proc.pid), http_cpu_seconds(server.proc.pid)
     if r.returncode != 0:
         raise RuntimeError(f"wrk failed ({r.returncode}): {r.stderr.strip()[-500:]}")
     res = parse_wrk(r.stdout)
     res["cpu_us"] = (cpu1 - cpu0) * 1e6 / max(res["requests"], 1)
+    res["http_us"] = (http1 - http0) * 1e6 / max(res["requests"], 1)
     res["_cpu_start"], res["_cpu_end"], res["_t_end"] = cpu0, cpu1, t_end
     if server.proc.poll() is not None:
         raise RuntimeError(f"server exited during the round: {tail(server.err_log)}")
@@ -505,7 +530,7 @@ def settle_async(server, dest, res, before, drain_timeout):
 
 def fmt(res):
     s = (f"req/s={res['rps']:.0f} p50={res['p50_us'] / 1e3:.1f}ms p99={res['p99_us'] / 1e3:.1f}ms "
-         f"cpu_us={res['cpu_us']:.0f}")
+         f"cpu_us={res['cpu_us']:.0f} http_us={res['http_us']:.0f}")
     if res.get("non2xx") or res.get("errors"):
         s += f" non2xx={res['non2xx']} sock_errors={res['errors']}"
     if "acked" in res:
@@ -522,7 +547,7 @@ def fmt(res):
 
 
 def median_of(rounds):
-    m = {k: statistics.median(r[k] for r in rounds) for k in ("rps", "p50_us", "p99_us", "cpu_us")}
+    m = {k: statistics.median(r[k] for r in rounds) for k in ("rps", "p50_us", "p99_us", "cpu_us", "http_us")}
     if all("acked" in r for r in rounds):
         for k in ("acked", "delivered", "backlog", "drain_s", "e2e_rps", "e2e_cpu_us"):
             m[k] = statistics.median(r[k] for r in rounds)
@@ -571,6 +596,7 @@ def summarise_async(results, by_key, keys, held=False):
     print("ratio " + " ".join(f"{k}/c={ratio(results, k, 'c')}" for k in ks))
     print("ratio_paired " + " ".join(f"{k}/c={paired_ratio(by_key, k, 'c')}" for k in ks))
     print("cpu_ratio " + " ".join(f"{k}/c={ratio(results, k, 'c', 'cpu_us')}" for k in ks))
+    print("http_cpu_ratio " + " ".join(f"{k}/c={ratio(results, k, 'c', 'http_us')}" for k in ks))
     parts_t, parts_l = [], []
     for k in ks:
         if k not in results or "c" not in results:

@@ -594,16 +594,24 @@ def test_sqlite_what_one_loop_pass_submits_is_committed_together(tmp_path):
     assert leased == {f"p{i}" for i in range(100)}
 
 
-def test_sqlite_close_commits_what_the_current_pass_submitted(tmp_path):
+def test_sqlite_writer_commits_this_pass_before_stopping_and_fails_what_comes_later(tmp_path):
+    """close() hands over the current pass's operations before it stops the writer; what is
+    handed over after that fails with StoreUnavailable instead of waiting forever. stop()
+    is called in the loop's thread here, so no pass runs in between."""
+    from engine.queue.sqlite import Writer, _create
+
     async def main():
-        store = SqliteStore(str(tmp_path / "q.db"))
-        await store.open()
-        future = store.enqueue_soon([job("last")])
-        await store.close()           # in the same pass: the job must not be left behind
-        assert future.done() and future.exception() is None
-        async with SqliteStore(str(tmp_path / "q.db")) as again:
-            return [j.delivery for j in await again.lease("t", 10, 60)]
-    assert asyncio.run(main()) == ["last"]
+        writer = Writer(str(tmp_path / "w.db"))
+        writer.start()
+        kept = writer.submit(_create)
+        writer.hand_over_now()
+        late = writer.submit(lambda conn: 1)
+        writer.stop()
+        await asyncio.sleep(0.05)            # the results come back through call_soon_threadsafe
+        return kept, late
+    kept, late = asyncio.run(main())
+    assert kept.done() and kept.exception() is None
+    assert isinstance(late.exception(), StoreUnavailable)
 
 
 def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp_path, monkeypatch):
@@ -639,11 +647,12 @@ def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp
 def test_redis_commands_are_packed_in_c_byte_for_byte_as_redis_py_packs_them():
     """The store's connections pack with hiredis (C); what they send must not change."""
     import redis.asyncio
-    from engine.queue.redis import _pool
-    plain, tls = _pool("redis://127.0.0.1:6379/0"), _pool("rediss://127.0.0.1:6380/0")
+    from engine.queue.redis import _Packing, _pool
+    plain, tls = _pool("redis://127.0.0.1:6379/0"), _pool("rediss://127.0.0.1:6380/2")
     assert issubclass(tls.connection_class, redis.asyncio.SSLConnection)
+    assert plain.connection_class.pack_command is tls.connection_class.pack_command is _Packing.pack_command
+    assert tls.connection_kwargs["db"] == 2 and plain.max_connections == 64      # the URL and POOL still count
     ours, theirs = plain.make_connection(), redis.asyncio.Connection()
-    assert type(ours).pack_command is not redis.asyncio.Connection.pack_command
     for args in [("EVALSHA", "a" * 40, 0, "hookline:", repr(1764318000.123456), b"\x00\xff" * 300, 7, "é"),
                  ("SCRIPT LOAD", "return 1"), (b"XADD", b"k", b"*", b"id", b"1"), ("SET", "k", "v", "PX", 60000)]:
         assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args)), args

@@ -270,7 +270,8 @@ class _Packing:
     """Commands packed in C by hiredis, as redis-py's synchronous client does when hiredis is
     installed. Its asyncio connection packs in Python, joining each argument onto a growing
     bytes object: a client's CPU per enqueue (12 per round trip) went from a median of 123
-    to 101 µs (``docs/performance.md``)."""
+    to 101 µs (``docs/performance.md``). Text is sent as UTF-8 whatever ``?encoding=`` the
+    URL gives (the store reads it back as UTF-8 too)."""
 
     _serializer = HiredisRespSerializer()
 
@@ -286,9 +287,15 @@ class _SSLConnection(_Packing, redis.asyncio.SSLConnection):
     pass
 
 
+_PACKING = {redis.asyncio.Connection: _Connection, redis.asyncio.SSLConnection: _SSLConnection}
+
+
 def _pool(url: str) -> redis.asyncio.BlockingConnectionPool:
-    packing = _SSLConnection if url.lower().startswith("rediss:") else _Connection
-    return redis.asyncio.BlockingConnectionPool.from_url(url, connection_class=packing, **POOL)
+    """The URL's pool (redis-py's ``from_url``), with the connection class it picks swapped
+    for its packing twin (``unix://`` keeps redis-py's own class)."""
+    options = {**POOL, **redis.asyncio.connection.parse_url(url)}
+    chosen = options.get("connection_class", redis.asyncio.Connection)
+    return redis.asyncio.BlockingConnectionPool(**{**options, "connection_class": _PACKING.get(chosen, chosen)})
 
 
 class RedisStore(StoreBase):

@@ -121,6 +121,13 @@ def _hand_back(batch, results) -> None:
 _STOP = object()
 
 
+def _drain(q: queue.SimpleQueue) -> list:
+    items = []
+    while not q.empty():
+        items.append(q.get_nowait())
+    return items
+
+
 class Writer:
     """The one thread that writes: batches queued operations into one COMMIT.
 
@@ -132,6 +139,7 @@ class Writer:
         self.commits = 0
         self._ops: queue.SimpleQueue = queue.SimpleQueue()    # lists of _Op, or _STOP
         self._waiting: dict = {}       # event loop -> [_Op] submitted in its current pass
+        self._stop_lock, self._stopped = threading.Lock(), False
         self._thread = threading.Thread(target=self._run, name="hookline-sqlite-writer", daemon=True)
         self._error: QueueError | None = None
         self._swept = 0.0
@@ -145,8 +153,8 @@ class Writer:
         What one pass of the event loop submits reaches the writer as one queue item, at
         the end of that pass: the writer thread is woken once a pass, not once an
         operation. Woken per operation, it took the GIL from the event loop at every
-        system call the loop made and committed batches of 4 where 14 were waiting
-        (three times the fsyncs; ``docs/performance.md``)."""
+        system call the loop made and committed ~4 requests where ~14 were waiting
+        (``docs/delivery.md``, "One hand-over a pass")."""
         loop = asyncio.get_running_loop()
         op = _Op(fn, args, loop)
         waiting = self._waiting.get(loop)
@@ -158,19 +166,23 @@ class Writer:
 
     def _hand_over(self, loop) -> None:
         ops = self._waiting.pop(loop, None)
-        if ops:
-            self._ops.put(ops)
+        if not ops:
+            return
+        with self._stop_lock:
+            if not self._stopped:
+                self._ops.put(ops)
+                return
+        _hand_back(ops, [(False, StoreUnavailable(f"sqlite {self.path}: store is closed"))] * len(ops))
+
+    def hand_over_now(self) -> None:
+        """From the event loop: pass on what its current pass submitted, now (before stopping)."""
+        self._hand_over(asyncio.get_running_loop())
 
     def stop(self) -> None:
-        """Commit what was handed over, then end the thread. Call :meth:`hand_over_all`
-        from the event loop first."""
+        """Commit what was handed over, then end the thread; what arrives later fails with
+        StoreUnavailable. Call :meth:`hand_over_now` from the event loop first."""
         self._ops.put(_STOP)
         self._thread.join()
-
-    def hand_over_all(self) -> None:
-        """From the event loop: pass on what this pass submitted, now (before stopping)."""
-        for loop in list(self._waiting):
-            self._hand_over(loop)
 
     def _run(self) -> None:
         try:
@@ -182,14 +194,17 @@ class Writer:
             items = [self._ops.get()]
             if time.monotonic() - last < BUSY_S:   # busy: let a few more callers join this commit
                 time.sleep(GATHER_S)
-            size = len(items[0]) if items[0] is not _STOP else 0
-            while size < MAX_BATCH and not self._ops.empty():
+            while not self._ops.empty():
                 items.append(self._ops.get_nowait())
-                size += len(items[-1]) if items[-1] is not _STOP else 0
             stopping = _STOP in items
-            if ops := [op for item in items if item is not _STOP for op in item]:
-                self._commit(conn, ops)
+            ops = [op for item in items if item is not _STOP for op in item]
+            for start in range(0, len(ops), MAX_BATCH):
+                self._commit(conn, ops[start:start + MAX_BATCH])
                 last = time.monotonic()
+        with self._stop_lock:
+            self._stopped = True
+        late = [op for item in _drain(self._ops) if item is not _STOP for op in item]
+        _hand_back(late, [(False, StoreUnavailable(f"sqlite {self.path}: store is closed"))] * len(late))
         if conn is not None:
             conn.close()
 
@@ -335,7 +350,7 @@ class SqliteStore(StoreBase):
             self._checkpoints = None
         writer, reader, self._writer, self._reader = self._writer, self._reader, None, None
         if writer is not None:
-            writer.hand_over_all()
+            writer.hand_over_now()
             await asyncio.to_thread(writer.stop)
             await reader.close()
 
