@@ -172,6 +172,9 @@ class Writer:
             if not self._stopped:
                 self._ops.put(ops)
                 return
+        self._refuse(ops)
+
+    def _refuse(self, ops) -> None:
         _hand_back(ops, [(False, StoreUnavailable(f"sqlite {self.path}: store is closed"))] * len(ops))
 
     def hand_over_now(self) -> None:
@@ -203,8 +206,7 @@ class Writer:
                 last = time.monotonic()
         with self._stop_lock:
             self._stopped = True
-        late = [op for item in _drain(self._ops) if item is not _STOP for op in item]
-        _hand_back(late, [(False, StoreUnavailable(f"sqlite {self.path}: store is closed"))] * len(late))
+        self._refuse([op for item in _drain(self._ops) if item is not _STOP for op in item])
         if conn is not None:
             conn.close()
 
