@@ -9,6 +9,7 @@ for dedupe) in one commit, and only then answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 
@@ -254,13 +255,19 @@ def _persisted(data, pipeline):
     auth, request = pipeline.auth, kept.get("request")
     if request is not None:
         request = dict(request)
-        private = _PRIVATE_HEADERS + ((auth.name,) if auth is not None and auth.scheme == "header" else ())
         if "headers" in request:
+            private = _private_headers(auth)
             request["headers"] = {k: v for k, v in request["headers"].items() if k not in private}
         if auth is not None and auth.scheme == "query" and "query" in request:
             request["query"] = {k: v for k, v in request["query"].items() if k != auth.name}
         kept = {**kept, "request": request}
     return _with_paths({**kept, "steps": kept.get("steps", {})}, pipeline.persist)
+
+
+@functools.lru_cache(maxsize=None)
+def _private_headers(auth) -> frozenset:
+    """The request headers a job never keeps, worked out once per pipeline's ``auth``."""
+    return frozenset(_PRIVATE_HEADERS + ((auth.name,) if auth is not None and auth.scheme == "header" else ()))
 
 
 def _with_paths(document: dict, persist) -> dict:

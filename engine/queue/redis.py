@@ -351,10 +351,11 @@ class RedisStore(StoreBase):
         """Run ``script`` in the next pipelined round trip; the future gets its result."""
         if self._redis is None:
             raise StoreUnavailable("redis: store is not open")
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiting.append((script, [self.prefix, repr(time.time()), *args], future, convert))
         if self._sending is None:
-            self._sending = asyncio.get_running_loop().create_task(self._send_waiting())
+            self._sending = loop.create_task(self._send_waiting())
         return future
 
     async def _send_waiting(self) -> None:
