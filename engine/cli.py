@@ -33,6 +33,8 @@ def _parser():
     serve.add_argument("--delivery-nice", type=int, default=19, choices=range(0, 20), metavar="N",
                        help="run delivery workers N steps nicer than the HTTP workers (0-19, default 19): "
                             "on a shared core acknowledging comes first")
+    serve.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                       help="event loop of the workers: uvloop when installed (auto), or asyncio")
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                        help="on SIGTERM, wait this long for running requests (default 10)")
     serve.add_argument("--store", default="sqlite:hookline.db", metavar="URL",
@@ -153,7 +155,7 @@ def _lint(args) -> int:
 
 
 def _serve(args) -> int:
-    from .serve import configure_logging, delivers_apart, serve
+    from .serve import configure_logging, delivers_apart, resolve_loop, serve
     pipelines, problems = _compile(args.paths)
     if problems:
         print(f"hookline serve: not starting: {len(problems)} problem(s)", file=sys.stderr)
@@ -161,13 +163,18 @@ def _serve(args) -> int:
     if not pipelines:
         print("hookline serve: not starting: no pipelines found", file=sys.stderr)
         return 1
+    try:
+        loop = resolve_loop(args.loop)
+    except ValueError as exc:
+        print(f"hookline serve: --loop: {exc}", file=sys.stderr)
+        return 2
     configure_logging()
 
     def ready(sockets):
         port = sockets[0].getsockname()[1]
         apart = args.delivery_workers if delivers_apart(pipelines, args.store, args.delivery_workers) else 0
         print(f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
-              f"(workers={args.workers}, delivery_workers={apart})", file=sys.stderr, flush=True)
+              f"(workers={args.workers}, delivery_workers={apart}, loop={loop})", file=sys.stderr, flush=True)
 
     from dsl.access import parse_networks
     from .queue import open_store
@@ -191,7 +198,7 @@ def _serve(args) -> int:
     return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
                  store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
                  admin=admin, trusted=trusted, delivery_workers=args.delivery_workers,
-                 delivery_nice=args.delivery_nice,
+                 delivery_nice=args.delivery_nice, loop=loop,
                  allow_hosts=tuple(h.strip() for h in args.allow_hosts.split(",") if h.strip()))
 
 

@@ -45,7 +45,8 @@ DELIVERY_NICE = 19      # delivery workers' niceness relative to the HTTP worker
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,
           ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
           visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=(),
-          delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE) -> int:
+          delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE, loop: str = "asyncio") -> int:
+    run = runner(loop)
     sockets = bind_sockets(port, host, reuse_port=False)
     if ready:
         ready(sockets)
@@ -54,8 +55,41 @@ def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: f
     if not delivers_apart(pipelines, store_url, delivery_workers):
         delivery_workers = 0
     if workers <= 1 and not delivery_workers:
-        return asyncio.run(_worker(pipelines, sockets, wake_fds=None, **options))
-    return _supervise(pipelines, sockets, workers, delivery_workers, dict(options, nice=delivery_nice))
+        return run(_worker(pipelines, sockets, wake_fds=None, **options))
+    return _supervise(pipelines, sockets, workers, delivery_workers, dict(options, nice=delivery_nice), run)
+
+
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def resolve_loop(choice: str) -> str:
+    """``auto`` → ``uvloop`` when it can be imported, else ``asyncio``. ``uvloop`` when it
+    cannot be imported raises ValueError (a usage error: the operator asked for it)."""
+    if choice not in LOOPS:
+        raise ValueError(f"unknown event loop {choice!r} (one of {', '.join(LOOPS)})")
+    if choice == "asyncio":
+        return choice
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if choice == "uvloop":
+            raise ValueError("uvloop is not installed (pip install uvloop, or --loop asyncio)") from None
+        return "asyncio"
+    return "uvloop"
+
+
+def runner(loop: str):
+    """The function that runs a worker's coroutine to the end on a new event loop of kind
+    ``loop`` (``asyncio`` or ``uvloop``, as :func:`resolve_loop` gives)."""
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+
+    def run(coro):
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(coro)
+    return run
 
 
 def delivers_apart(pipelines, store_url: str, delivery_workers: int) -> bool:
@@ -151,7 +185,7 @@ async def _stopped() -> None:
     await stop.wait()
 
 
-def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
+def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> int:
     """Fork ``workers`` HTTP workers and ``delivery_workers`` delivery workers; restart
     one that dies on its own; forward SIGTERM/SIGINT; return when all have exited."""
     pipes = [os.pipe() for _ in range(delivery_workers)]   # one per delivery worker: all are woken
@@ -171,12 +205,12 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options) -> int:
                     _close_all(read for read, _ in pipes)
                     # without delivery workers each HTTP worker delivers itself (wake_fds None)
                     wake = [write for _, write in pipes] or None
-                    code = asyncio.run(_worker(pipelines, sockets, wake, **options))
+                    code = run(_worker(pipelines, sockets, wake, **options))
                 else:
                     mine = pipes[slot[1]][0]
                     _close_all(fd for pipe in pipes for fd in pipe if fd != mine)
                     _close_all(sockets)
-                    code = asyncio.run(_deliver(pipelines, mine, **options))
+                    code = run(_deliver(pipelines, mine, **options))
             except BaseException:
                 log.exception("%s worker failed", slot[0])
             finally:

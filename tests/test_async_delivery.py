@@ -638,7 +638,7 @@ def test_delivery_runs_in_a_nicer_process_of_its_own_and_every_worker_dies_with_
 
 def test_delivery_workers_0_delivers_inside_the_one_http_process(dest, servers, sqlite_store):
     server = servers([DELIVER], dest, sqlite_store, extra=("--delivery-workers", "0"))
-    wait_until(lambda: any("(workers=1, delivery_workers=0)" in line for line in server.lines), 5,
+    wait_until(lambda: any("(workers=1, delivery_workers=0, " in line for line in server.lines), 5,
                "the ready line")
     assert _children(server.proc.proc.pid) == {}
     assert post(server.url + "/a/deliver", "inline-1").status_code == 202
@@ -652,6 +652,46 @@ def test_two_http_workers_and_delivery_workers_0_deliver_in_the_http_workers(des
     rids = [f"w2-{i}" for i in range(10)]
     assert all(post(server.url + "/a/deliver", rid).status_code == 202 for rid in rids)
     wait_until(lambda: set(rids) <= set(dest.delivered()), 5, "every job delivered by the HTTP workers")
+
+
+def _maps_uvloop(pid: int) -> bool:
+    """Whether uvloop's extension module is loaded in process ``pid``."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "uvloop" in f.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_loop_picks_the_event_loop_every_worker_runs_on(dest, servers, sqlite_store, loop):
+    server = servers([DELIVER], dest, sqlite_store, extra=("--loop", loop))
+    wait_until(lambda: any(f"delivery_workers=1, loop={loop})" in line for line in server.lines), 5,
+               "the ready line naming the loop")
+    wait_until(lambda: len(_children(server.proc.proc.pid)) == 2, 10, "two workers")
+    resp = post(server.url + "/a/deliver", f"loop-{loop}")
+    assert resp.status_code == 202, resp.text
+    wait_until(lambda: f"loop-{loop}" in dest.delivered(), 5, "the delivery")
+    loaded = {name: _maps_uvloop(pid) for pid, name in _children(server.proc.proc.pid).items()}
+    assert loaded == {"hookline-http": loop == "uvloop", "hookline-delive": loop == "uvloop"}, loaded
+
+
+def test_loop_auto_is_uvloop_when_installed_and_asyncio_when_not(tmp_path, dest, servers, sqlite_store):
+    server = servers([DELIVER], dest, sqlite_store)
+    wait_until(lambda: any("loop=uvloop)" in line for line in server.lines), 5, "loop=uvloop by default")
+    assert post(server.url + "/a/deliver", "auto-1").status_code == 202
+    blocked = tmp_path / "no-uvloop"
+    (blocked / "uvloop").mkdir(parents=True)      # shadows the installed uvloop: importing it fails
+    (blocked / "uvloop" / "__init__.py").write_text("raise ImportError('uvloop hidden by the test')\n")
+    hidden = {"PYTHONPATH": os.pathsep.join(filter(None, [str(blocked), os.environ.get("PYTHONPATH")]))}
+    server = servers([DELIVER], dest, sqlite_store, env=hidden)
+    wait_until(lambda: any("loop=asyncio)" in line for line in server.lines), 5, "the fallback to asyncio")
+    assert post(server.url + "/a/deliver", "auto-2").status_code == 202
+    wait_until(lambda: {"auto-1", "auto-2"} <= set(dest.delivered()), 5, "both delivered")
+    asked = subprocess.run([*HOOKLINE, "serve", str(DELIVER), "--loop", "uvloop", "--store", sqlite_store],
+                           env={**os.environ, **hidden, "DEST_URL": dest.url}, capture_output=True, text=True,
+                           timeout=30)
+    assert asked.returncode == 2, asked.stderr
+    assert asked.stderr.strip().splitlines()[-1] == (
+        "hookline serve: --loop: uvloop is not installed (pip install uvloop, or --loop asyncio)")
 
 
 READS = """\
