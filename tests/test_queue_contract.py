@@ -680,6 +680,33 @@ def test_redis_batches_survive_a_script_flush(backend):
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_round_trips_survive_connections_redis_closed(backend):
+    """A pooled connection Redis has since closed (a restart, CLIENT KILL, a timeout) is
+    found broken on the next round trip, dropped, and the round trip goes on a fresh one;
+    each call of it ran once."""
+    client, name = redis_client(), f"hl-test-{uuid.uuid4().hex[:12]}"
+
+    def kill_ours() -> int:
+        ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+        for cid in ids:
+            client.client_kill_filter(_id=cid)
+        return len(ids)
+
+    async def main():
+        async with open_store(f"{backend.url}&client_name={name}") as store:
+            assert await store.enqueue([job()]) is True
+            assert kill_ours() >= 1
+            batch = [job() for _ in range(12)]
+            assert await asyncio.gather(*(store.enqueue_soon([j]) for j in batch)) == [True] * 12
+            leased = await store.lease("c1", 30, 60)
+            assert len(leased) == 13 and len({j.id for j in leased}) == 13   # no call ran twice
+            assert kill_ours() >= 1
+            await asyncio.gather(*(store.complete(j) for j in leased))
+            assert await store.backlog() == 0
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
 def test_redis_resends_only_the_calls_redis_had_no_script_for(backend):
     """A batch where Redis knew one script (another process loaded it after a flush) and
     not the other: the known call ran once (no DuplicateJob), the other is sent again."""

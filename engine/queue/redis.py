@@ -392,10 +392,38 @@ class RedisStore(StoreBase):
         return results
 
     async def _pipeline(self, calls) -> list:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for script, args in calls:
-                pipe.execute_command("EVALSHA", self._scripts[script].sha, 0, *args)
-            return await pipe.execute(raise_on_error=False)
+        """One round trip: an EVALSHA per call, packed together on one pooled connection; the
+        replies in order, an error reply (``ResponseError``) in its call's place. redis-py's
+        ``Pipeline`` does the same with bookkeeping per command that cost ~10 % of an HTTP
+        worker's CPU per enqueue (docs/performance.md). A connection found broken (Redis
+        restarted since it was pooled) is dropped and the round trip tried once more on a
+        fresh one, as redis-py's default retry would; a script that ran before the break
+        may then run twice (jobs are delivered at least once; see docs/delivery.md)."""
+        pool = self._client.connection_pool
+        packed = None
+        for attempt in (1, 2):
+            conn = await pool.get_connection()
+            try:
+                if packed is None:
+                    packed = conn.pack_commands([("EVALSHA", self._scripts[script].sha, 0, *args)
+                                                 for script, args in calls])
+                await conn.send_packed_command(packed)
+                replies = []
+                for _ in calls:
+                    try:
+                        replies.append(await conn.read_response())
+                    except redis.exceptions.ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                await conn.disconnect()          # half read: it must not serve anyone again
+                if attempt == 2 or isinstance(exc, redis.exceptions.TimeoutError):
+                    raise
+            except BaseException:                # cancelled mid-read: the same
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
 
     def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
         key, response, ttl_s = dedupe or ("", b"", 0.0)
