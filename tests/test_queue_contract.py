@@ -275,6 +275,22 @@ async def test_enqueues_sent_together_are_each_all_or_nothing(store):
 
 
 @contract
+async def test_plain_enqueues_sent_together_keep_their_own_outcome(store):
+    """The usual batch of an HTTP worker, enqueues without dedupe (SQLite inserts them all at
+    once): one with a job id that exists fails alone, stores none of its jobs, and the
+    others are stored."""
+    first = job()
+    await store.enqueue([first])
+    two, clash, late = [job(), job()], job(), job()
+    results = await asyncio.gather(store.enqueue_soon(two), store.enqueue_soon([clash, first]),
+                                   store.enqueue_soon([late]), return_exceptions=True)
+    assert results[0] is True and isinstance(results[1], DuplicateJob) and results[2] is True, results
+    assert await store.get(clash.id) is None
+    assert {j.id for j in await store.lease("c1", 10, 60)} == {first.id, *(j.id for j in two), late.id}
+    assert (await store.get(first.id)).payload == first.payload
+
+
+@contract
 async def test_dedupe_stores_the_first_response_for_its_ttl(store):
     assert await store.dedupe_get("dlv-1") is None
     first = job()
