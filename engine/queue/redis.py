@@ -395,35 +395,28 @@ class RedisStore(StoreBase):
         """One round trip: an EVALSHA per call, packed together on one pooled connection; the
         replies in order, an error reply (``ResponseError``) in its call's place. redis-py's
         ``Pipeline`` does the same with bookkeeping per command that cost ~10 % of an HTTP
-        worker's CPU per enqueue (docs/performance.md). A connection found broken (Redis
-        restarted since it was pooled) is dropped and the round trip tried once more on a
-        fresh one, as redis-py's default retry would; a script that ran before the break
-        may then run twice (jobs are delivered at least once; see docs/delivery.md)."""
+        worker's CPU per enqueue (docs/performance.md). A connection that breaks (Redis
+        restarted or closed it) fails this round trip's calls, which may or may not have run
+        (their callers answer 503 or retry later), and is dropped: the next round trip opens
+        a new one. It is not sent again: an enqueue that ran would then report its own job
+        as a duplicate."""
         pool = self._client.connection_pool
-        packed = None
-        for attempt in (1, 2):
-            conn = await pool.get_connection()
-            try:
-                if packed is None:
-                    packed = conn.pack_commands([("EVALSHA", self._scripts[script].sha, 0, *args)
-                                                 for script, args in calls])
-                await conn.send_packed_command(packed)
-                replies = []
-                for _ in calls:
-                    try:
-                        replies.append(await conn.read_response())
-                    except redis.exceptions.ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                await conn.disconnect()          # half read: it must not serve anyone again
-                if attempt == 2 or isinstance(exc, redis.exceptions.TimeoutError):
-                    raise
-            except BaseException:                # cancelled mid-read: the same
-                await conn.disconnect()
-                raise
-            finally:
-                await pool.release(conn)
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(
+                [("EVALSHA", self._scripts[script].sha, 0, *args) for script, args in calls]))
+            replies = []
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:                    # broken, timed out or cancelled mid-read: the
+            await conn.disconnect()              # connection must not serve anyone again
+            raise
+        finally:
+            await pool.release(conn)
 
     def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
         key, response, ttl_s = dedupe or ("", b"", 0.0)
