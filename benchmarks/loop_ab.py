@@ -14,6 +14,7 @@ Prints, per loop, the median req/s, p50, p99 and the server's CPU per request, a
 Usage: .venv/bin/python benchmarks/loop_ab.py {c,d,e} [--rounds 6] [--duration 8]
 """
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
             for loop in (LOOPS if r % 2 == 0 else LOOPS[::-1]):
                 res = run_wrk(servers[loop], args.duration, 32, lua, DEFAULT_BODY, True)
                 if res["non2xx"] or res["errors"]:
-                    print(f"round {r + 1} {loop}: {res['non2xx']} non-2xx, {res['sock_errors']} socket errors")
+                    print(f"round {r + 1} {loop}: {res['non2xx']} non-2xx, {res['errors']} socket errors")
                 servers[loop].rounds.append(res)
                 print(f"round {r + 1}/{args.rounds} {loop:<7} req/s={res['rps']:.0f} "
                       f"p50={res['p50_us'] / 1000:.1f}ms p99={res['p99_us'] / 1000:.1f}ms "
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
         if args.config == "e":
             for i in range(len(LOOPS)):
                 redis_cleanup(f"{prefix}{i}:")
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def settle(config, dest, quiet_s=1.0, timeout=120.0):

@@ -46,7 +46,7 @@ def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: f
           ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
           visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=(),
           delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE, loop: str = "asyncio") -> int:
-    run = runner(loop)
+    run = runner(resolve_loop(loop))
     sockets = bind_sockets(port, host, reuse_port=False)
     if ready:
         ready(sockets)
@@ -80,7 +80,9 @@ def resolve_loop(choice: str) -> str:
 
 def runner(loop: str):
     """The function that runs a worker's coroutine to the end on a new event loop of kind
-    ``loop`` (``asyncio`` or ``uvloop``, as :func:`resolve_loop` gives)."""
+    ``loop``: ``asyncio`` or ``uvloop``, as :func:`resolve_loop` gives."""
+    if loop not in ("asyncio", "uvloop"):
+        raise ValueError(f"runner: {loop!r} is not asyncio or uvloop (see resolve_loop)")
     factory = None
     if loop == "uvloop":
         import uvloop
