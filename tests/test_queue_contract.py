@@ -660,21 +660,25 @@ def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp
     assert threads and all(t.startswith("hookline-sqlite-checkpoint") for t in threads), threads
 
 
-def test_redis_commands_are_packed_in_c_byte_for_byte_as_redis_py_packs_them():
-    """The store's connections pack with hiredis (C); what they send must not change."""
+def test_redis_round_trips_are_packed_in_c_byte_for_byte_as_redis_py_packs_them():
+    """The store's round trips pack their EVALSHAs with hiredis (C); what they send must not
+    change from what redis-py would send."""
+    import hiredis
     import redis.asyncio
-    from engine.queue.redis import _Packing, _pool
-    plain, tls = _pool("redis://127.0.0.1:6379/0"), _pool("rediss://127.0.0.1:6380/2")
-    assert issubclass(tls.connection_class, redis.asyncio.SSLConnection)
-    assert plain.connection_class.pack_command is tls.connection_class.pack_command is _Packing.pack_command
-    assert tls.connection_kwargs["db"] == 2 and plain.max_connections == 64      # the URL and POOL still count
-    ours, theirs = plain.make_connection(), redis.asyncio.Connection()
-    for args in [("EVALSHA", "a" * 40, 0, "hookline:", repr(1764318000.123456), b"\x00\xff" * 300, 7, "é"),
-                 ("SCRIPT LOAD", "return 1"), (b"XADD", b"k", b"*", b"id", b"1"), ("SET", "k", "v", "PX", 60000)]:
-        assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args)), args
-    import hiredis       # the store's round trip packs its EVALSHAs with hiredis directly
-    evalsha = ("EVALSHA", "a" * 40, 0, "hookline:", repr(1764318000.123456), b"\x00\xff" * 300, 7, "é", "")
-    assert hiredis.pack_command(evalsha) == b"".join(theirs.pack_command(*evalsha))
+    theirs = redis.asyncio.Connection()
+    for args in [("EVALSHA", "a" * 40, 0, "hookline:", repr(1764318000.123456), b"\x00\xff" * 300, 7, "é", ""),
+                 ("EVALSHA", "b" * 40, 0, "p:", "1.5", 60000, 2.25, b"")]:
+        assert hiredis.pack_command(args) == b"".join(theirs.pack_command(*args)), args
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_pool_takes_the_url_and_the_store_bounds(backend):
+    async def main():
+        async with open_store(backend.url.replace("/0?", "/2?")) as store:
+            pool = store._redis.connection_pool
+            assert pool.max_connections == 64 and pool.connection_kwargs["db"] == 2   # POOL and the URL
+            await store._redis.delete(store._key("ready"))     # what open() made in db 2
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)

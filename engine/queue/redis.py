@@ -45,7 +45,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import hiredis
 import redis.asyncio
 import redis.exceptions
-from redis.connection import HiredisRespSerializer
 
 from engine.queue import STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
 
@@ -267,38 +266,6 @@ def _settle(future: asyncio.Future, result, convert) -> None:
         future.set_exception(exc)
 
 
-class _Packing:
-    """Commands packed in C by hiredis, as redis-py's synchronous client does when hiredis is
-    installed. Its asyncio connection packs in Python, joining each argument onto a growing
-    bytes object: a client's CPU per enqueue (12 per round trip) went from a median of 123
-    to 101 µs (``docs/performance.md``). Text is sent as UTF-8 whatever ``?encoding=`` the
-    URL gives (the store reads it back as UTF-8 too)."""
-
-    _serializer = HiredisRespSerializer()
-
-    def pack_command(self, *args):
-        return self._serializer.pack(*args)
-
-
-class _Connection(_Packing, redis.asyncio.Connection):
-    pass
-
-
-class _SSLConnection(_Packing, redis.asyncio.SSLConnection):
-    pass
-
-
-_PACKING = {redis.asyncio.Connection: _Connection, redis.asyncio.SSLConnection: _SSLConnection}
-
-
-def _pool(url: str) -> redis.asyncio.BlockingConnectionPool:
-    """The URL's pool (redis-py's ``from_url``), with the connection class it picks swapped
-    for its packing twin (``unix://`` keeps redis-py's own class)."""
-    options = {**POOL, **redis.asyncio.connection.parse_url(url)}
-    chosen = options.get("connection_class", redis.asyncio.Connection)
-    return redis.asyncio.BlockingConnectionPool(**{**options, "connection_class": _PACKING.get(chosen, chosen)})
-
-
 class RedisStore(StoreBase):
     """Enqueues and finishes are pipelined: while one batch is on its way to Redis the
     next ones queue up and go together in the next round trip (one script call each,
@@ -313,7 +280,8 @@ class RedisStore(StoreBase):
 
     @_guarded
     async def open(self) -> None:
-        self._redis = redis.asyncio.Redis(connection_pool=_pool(self.url))
+        self._redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+            self.url, **POOL))
         names = {"enqueue": ENQUEUE, "lease": LEASE, "finish": FINISH, "release": RELEASE,
                  "replay": REPLAY, "purge": PURGE, "take": TAKE_TOKEN, "claim": CLAIM,
                  "unclaim": UNCLAIM}
@@ -396,9 +364,10 @@ class RedisStore(StoreBase):
         """One round trip: an EVALSHA per call, packed together on one pooled connection; the
         replies in order, an error reply (``ResponseError``) in its call's place. redis-py's
         ``Pipeline`` does the same with bookkeeping per command: the client's CPU per enqueue
-        fell by about a fifth without it (docs/performance.md). The commands are packed by
-        hiredis at once (what ``_Packing`` does one command at a time, less its checks per
-        argument: these arguments are only text, bytes and numbers). A connection that breaks (Redis
+        fell by about a fifth without it (docs/performance.md). The commands are packed in C
+        by hiredis, all at once (redis-py's asyncio connection packs in Python, ~20 µs more
+        per enqueue); text goes as UTF-8 whatever ``?encoding=`` the URL gives, as the store
+        reads it back. A connection that breaks (Redis
         restarted or closed it) fails this round trip's calls, which may or may not have run
         (their callers answer 503 or retry later), and is dropped: the next round trip opens
         a new one. It is not sent again: an enqueue that ran would then report its own job
