@@ -344,6 +344,16 @@ def leased_now(store) -> set[str]:
     return {job.id for job in peek(store, lambda s: s.list("leased", 100_000))}
 
 
+def lease_holders(redis_store) -> set[str]:
+    """The consumers (one per delivery worker) holding leased jobs now, read from the Redis hash."""
+    prefix = redis_store.partition("prefix=")[2]
+    client = redis_client()
+    try:
+        return {client.hget(f"{prefix}job:{job_id}", "consumer") for job_id in leased_now(redis_store)} - {b""}
+    finally:
+        client.close()
+
+
 def done_count(store) -> int:
     return len(peek(store, lambda s: s.list("done", 100_000)))
 
@@ -371,6 +381,7 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_request(
     killed, delivered_at_kill = time.monotonic(), len(dest.delivered())
     leased = leased_now(sqlite_store)
     assert delivered_at_kill < n, "everything was delivered before the kill: the test proves nothing"
+    assert leased, "no job was leased at the kill: the takeover after the visibility timeout is untested"
     restarting = time.monotonic()               # calls arriving after this come from the new process
     servers([DELIVER], dest, sqlite_store)
     restarted = time.monotonic() - killed
@@ -402,7 +413,9 @@ def test_two_servers_on_one_redis_survivor_delivers_the_killed_ones_jobs(
     wait_until(lambda: len(dest.delivered()) >= n * 0.3, 30, "30% of the deliveries")
     a.kill()
     killed, delivered_at_kill = time.monotonic(), len(dest.delivered())
+    holders = lease_holders(redis_store)
     assert delivered_at_kill < n, "everything was delivered before the kill: the test proves nothing"
+    assert len(holders) == 2, f"jobs leased at the kill by {holders}: the killed server held none, so no takeover"
     wait_until(lambda: done_count(redis_store) == n, VISIBILITY_S + 60, "every job done by the survivor",
                poll=0.2)
     all_done = time.monotonic() - killed
@@ -572,6 +585,24 @@ def test_sigterm_with_jobs_in_flight_exits_0_releases_leases_and_a_restart_deliv
     servers([DELIVER], dest, store)
     wait_until(lambda: dest.delivered(since=restarting) == sent, 15, "every job delivered after the restart")
     wait_until(lambda: done_count(store) == n, 10, "every job done", poll=0.1)
+
+
+def test_sigterm_lets_a_delivery_in_flight_finish_within_the_timeout_and_takes_no_new_work(
+        dest, servers, store):
+    n = 5
+    dest.delay_s = 1.0                           # each call takes a second: in flight at SIGTERM
+    server = servers([DELIVER], dest, store, extra=("--shutdown-timeout", "8"))
+    sent = accepted_ids(post_many([server.url + "/a/deliver"], n))
+    wait_until(lambda: len(dest.ids()) == n, 10, "every job in flight at the destination")
+    assert not dest.delivered(), "the calls were answered before SIGTERM: the test proves nothing"
+    server.proc.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    with pytest.raises(requests.ConnectionError):    # no new work once stopping
+        post(server.url + "/a/deliver", "after-sigterm")
+    assert server.proc.proc.wait(15) == 0, server.log()
+    assert dest.delivered() == sent
+    assert sorted(len(dest.of(rid)) for rid in sent) == [1] * n, "an attempt was cut short and repeated"
+    assert {j["state"] for j in jobs(store)} == {"done"} and len(jobs(store)) == n
 
 
 # --- 6. respond + async --------------------------------------------------------------------------
