@@ -106,10 +106,19 @@ class Retry:
         >>> Retry(12, 1, 3600, 86400).next_delay(3, lambda a, b: b)
         4
         """
-        return random(0, min(self.max_s, self.initial_s * 2 ** (attempt - 1)))
+        doublings = attempt - 1
+        if self.initial_s * 2.0 ** min(doublings, 1023) >= self.max_s:   # 2.0 ** 1024 overflows
+            return random(0, self.max_s)
+        return random(0, self.initial_s * 2 ** doublings)
 
     def gives_up(self, attempt: int, age_s: float) -> bool:
         return attempt >= self.max_attempts or age_s >= self.max_age_s
+
+    def why_dead(self, attempt: int, age_s: float) -> str:
+        """Which limit ``gives_up`` hit, for the job's last error."""
+        if attempt >= self.max_attempts:
+            return f"gave up after {attempt} attempts (max_attempts {self.max_attempts})"
+        return f"gave up after {attempt} attempts: older than max_age_s ({self.max_age_s:g} s)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,7 +162,7 @@ class Deliverer:
             await self.store.dead(job, detail)
         elif branch.retry.gives_up(attempt, age):
             log.warning("job %s dead after %d attempts: %s", job.id, attempt, detail)
-            await self.store.dead(job, f"gave up after {attempt} attempts: {detail}")
+            await self.store.dead(job, f"{branch.retry.why_dead(attempt, age)}: {detail}")
         else:
             delay = branch.retry.next_delay(attempt, self.rng)
             if retry_after is not None:

@@ -190,10 +190,15 @@ def _backlog_full(exchange) -> bool:
 
 def _jobs_and_answer(exchange, ctx):
     """The branch jobs of this request and the answer to send once they are stored: the
-    pipeline's own response, else ``202 {"id"}`` when it has branches."""
+    pipeline's own response, else ``202 {"id"}`` when it has branches — with
+    ``"id": null`` and no ``Location`` when no branch's ``when`` held (nothing is stored,
+    so there is no delivery to look up)."""
     delivery = new_id()
-    default = _accepted(delivery, exchange.app.admin) if exchange.pipeline.branches else None
-    return _jobs(exchange.pipeline, ctx, delivery), exchange.response(ctx, default=default)
+    jobs = _jobs(exchange.pipeline, ctx, delivery)
+    default = None
+    if exchange.pipeline.branches:
+        default = _accepted(delivery if jobs else None, exchange.app.admin)
+    return jobs, exchange.response(ctx, default=default)
 
 
 def _nudged(app, jobs) -> None:
@@ -285,7 +290,7 @@ def _accepted(delivery, admin):
     """202 with the delivery id; Location points at the admin endpoint when it is on
     (otherwise: ``hookline deliveries show ID``)."""
     body = orjson.dumps({"id": delivery})
-    location = [("Location", f"{admin[0]}/deliveries/{delivery}")] if admin else []
+    location = [("Location", f"{admin[0]}/deliveries/{delivery}")] if admin and delivery else []
     return 202, body, "application/json", location
 
 
