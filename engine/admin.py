@@ -11,6 +11,8 @@ import re
 
 import orjson
 
+from .queue import STATES
+
 
 def job_view(job, payload=False) -> dict:
     """A job as operators see it (the payload only on request)."""
@@ -57,25 +59,38 @@ def line(job: dict) -> str:
 
 # --- the admin HTTP endpoints (serve --admin-prefix, HOOKLINE_ADMIN_TOKEN) ----------------
 
-_DELIVERY = re.compile(r"^/deliveries/([A-Za-z0-9_-]{1,64})$")
+_DELIVERY = re.compile(r"^/(?:deliveries|dlq)/([A-Za-z0-9_-]{1,64})$")
 _REPLAY = re.compile(r"^/dlq/([A-Za-z0-9_-]{1,64})/replay$")
+MAX_LIMIT = 1000
+
+
+class BadQuery(ValueError):
+    """A query parameter the endpoint cannot use: a 400 naming it."""
 
 
 async def handle_http(store, token: str, method: str, path: str, query: dict, authorization: str | None):
     """One admin request → ``(status, JSON-like body)``; the caller writes it."""
-    expected = f"Bearer {token}".encode()
-    if not authorization or not hmac.compare_digest(authorization.encode("utf-8", "replace"), expected):
+    if not _authorized(authorization, token):
         return 401, {"title": "Unauthorized", "detail": "send Authorization: Bearer <HOOKLINE_ADMIN_TOKEN>"}
     route = _route(method, path)
     if route is None:
         return 404, {"title": "Not Found", "detail": "no such admin endpoint"}
-    found, value = await route(store, query)
+    try:
+        found, value = await route(store, query)
+    except BadQuery as exc:
+        return 400, {"title": "Bad Request", "detail": str(exc)}
     return (200, value) if found else (404, {"title": "Not Found", "detail": "no such job or delivery"})
+
+
+def _authorized(authorization: str | None, token: str) -> bool:
+    """``Bearer <token>``, the scheme in any case (RFC 9110), the token compared in constant time."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
 
 
 def _route(method, path):
     if method == "GET" and path == "/deliveries":
-        return lambda store, q: list_jobs(store, q.get("state"), _limit(q))
+        return lambda store, q: list_jobs(store, _state(q), _limit(q))
     if method == "GET" and path == "/dlq":
         return lambda store, q: list_jobs(store, "dead", _limit(q))
     if method == "POST" and path == "/dlq/replay":
@@ -93,4 +108,13 @@ def _route(method, path):
 
 def _limit(query) -> int:
     value = query.get("limit", "100")
-    return max(1, min(int(value), 1000)) if isinstance(value, str) and value.isdigit() else 100
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_LIMIT):
+        raise BadQuery(f"limit must be one whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _state(query):
+    value = query.get("state")
+    if value is not None and value not in STATES:
+        raise BadQuery(f"state must be one of {', '.join(STATES)}")
+    return value

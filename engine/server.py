@@ -214,7 +214,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.chunks = None
 
     def data_received(self, chunk):
-        if self.early is not None:
+        if self.early is not None or self.pipeline is None:    # an admin request's body is not read
             return
         self.size += len(chunk)
         if self.size > self.pipeline.max_body_bytes:
@@ -329,7 +329,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
                 self.send(status, dumps_json(value), _JSON)
                 return
             extra = [("WWW-Authenticate", 'Bearer realm="hookline-admin"')] if status == 401 else []
-            slug = "unauthorized" if status == 401 else "not-found"
+            slug = {401: "unauthorized", 400: "bad-query"}.get(status, "not-found")
             self.send(*problem(status, slug, value["title"], value["detail"]), CONTENT_TYPE, extra)
         except Exception as exc:
             self._fail(exc)
