@@ -20,7 +20,8 @@ import orjson
 from dsl.reads import missing
 from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
-from .durable import KEPT
+from .durable import KEPT, Outage
+from .queue import StoreUnavailable
 
 log = logging.getLogger("hookline.delivery")
 
@@ -93,6 +94,7 @@ class Deliverer:
         self.store, self.outbound = store, outbound
         self.branches = {(p.name, b.id): b for p in pipelines for b in p.branches}
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.outage = Outage(log.warning, "failed lease(s)")
         self.concurrency, self.visibility_s, self.poll_s = concurrency, visibility_s, poll_s
         self.rng = rng
         self.running: set = set()
@@ -114,10 +116,12 @@ class Deliverer:
     async def _lease(self, limit):
         try:
             return await self.store.lease(self.consumer, limit, self.visibility_s)
+        except StoreUnavailable as exc:          # Redis down, a full disk: said, not a traceback a second
+            self.outage.note(exc)
         except Exception:
             log.exception("lease failed; retrying")
-            await asyncio.sleep(1)
-            return []
+        await asyncio.sleep(1)
+        return []
 
     async def _sleep(self):
         try:

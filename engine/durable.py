@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import math
 import os
 import time
 
@@ -22,6 +24,8 @@ from .problems import CONTENT_TYPE, problem
 from .queue import Job, StoreUnavailable
 
 RETRY_AFTER_S = "5"
+OUTAGE_LOG_S = 10.0   # while the store fails, a WARNING at most this often
+log = logging.getLogger("hookline")
 _PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 
@@ -39,7 +43,8 @@ def start_plain(exchange, ctx) -> bool:
         return False
     try:
         committed = exchange.app.store.enqueue_soon(jobs)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        OUTAGE.note(exc)
         _send(exchange, _unavailable("the request could not be stored; retry later"))
         return False
     committed.add_done_callback(lambda future: _committed(exchange, answer, future))
@@ -51,7 +56,9 @@ def _committed(exchange, answer, future) -> None:
     app.inflight -= 1
     try:
         future.result()
-    except (StoreUnavailable, asyncio.CancelledError):    # cancelled: the store is closing
+    except (StoreUnavailable, asyncio.CancelledError) as exc:    # cancelled: the store is closing
+        if isinstance(exc, StoreUnavailable):
+            OUTAGE.note(exc)
         _send(exchange, _unavailable("the request could not be stored; retry later"))
         return
     except Exception as exc:
@@ -59,6 +66,35 @@ def _committed(exchange, answer, future) -> None:
         return
     _nudged(app, jobs=True)
     _send(exchange, answer)
+
+
+class Outage:
+    """Store failures in the log without flooding it: the first at once, then a line at
+    most every ``OUTAGE_LOG_S`` seconds counting those in between. The text is the
+    store's error (``StoreUnavailable``: never a password or a payload); clients get
+    only a 503.
+
+    >>> lines = []
+    >>> outage = Outage(lambda *args: lines.append(args[0] % args[1:]), "request(s) answered 503")
+    >>> for _ in range(3):
+    ...     outage.note(StoreUnavailable("sqlite: database or disk is full"))
+    >>> lines
+    ['store unavailable: sqlite: database or disk is full (1 request(s) answered 503 since the last such line)']
+    """
+
+    def __init__(self, warn, what: str):
+        self.warn, self.what = warn, what
+        self.last, self.count = -math.inf, 0
+
+    def note(self, exc) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= OUTAGE_LOG_S:
+            self.warn("store unavailable: %s (%d %s since the last such line)", exc, self.count, self.what)
+            self.last, self.count = now, 0
+
+
+OUTAGE = Outage(log.warning, "request(s) answered 503")
 
 
 def new_id() -> str:
@@ -124,7 +160,8 @@ async def _claimed(exchange, ctx, key):
     store = exchange.app.store
     try:
         stored = await store.claim(key, CLAIM_TTL_S)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        OUTAGE.note(exc)
         return _send(exchange, _unavailable("the request could not be checked for duplicates; retry later"))
     if stored is not None:
         return _send(exchange, _decode(stored) if stored else await _first_answer(store, key))
@@ -144,7 +181,8 @@ async def _first_answer(store, key):
         await asyncio.sleep(POLL_S)
         try:
             stored = await store.dedupe_get(key)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            OUTAGE.note(exc)
             break
         if stored:
             return _decode(stored)
@@ -175,7 +213,8 @@ async def _handle(exchange, ctx, key):
     dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
     try:
         stored = await app.store.enqueue(jobs, dedupe=dedupe)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        OUTAGE.note(exc)
         return _send(exchange, _unavailable("the request could not be stored; retry later")), False
     if stored is False:          # the claim had expired and another copy committed: answer as it did
         return _send(exchange, await _stored(app, key) or answer), True
@@ -225,7 +264,8 @@ def _dedupe_key(pipeline, ctx, raw):
 async def _stored(app, key):
     try:
         raw = await app.store.dedupe_get(key)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        OUTAGE.note(exc)
         return _unavailable("the request could not be checked for duplicates; retry later")
     return _decode(raw) if raw else None
 

@@ -193,8 +193,10 @@ def test_when_picks_the_branches_and_a_request_matching_none_stores_nothing(dest
     assert "w-none" not in dest.ids()
 
 
-def test_the_docstring_example_of_retry_holds():
+def test_the_docstring_examples_of_retry_and_outage_hold():
     import doctest
 
     import dsl.graph
+    import engine.durable
     assert doctest.testmod(dsl.graph).failed == 0
+    assert doctest.testmod(engine.durable).failed == 0

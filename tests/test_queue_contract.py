@@ -703,6 +703,24 @@ def test_redis_batches_survive_a_script_flush(backend):
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_leases_again_after_redis_lost_the_stream_and_its_group(backend):
+    """Redis restarted empty (or flushed) while the store was open: the next enqueue makes the
+    ready stream again, without the consumer group that open() had made; leasing must make
+    the group again and hand out that job, not fail with NOGROUP until a restart."""
+    client = redis_client()
+    prefix = backend.url.split("prefix=", 1)[1]
+
+    async def main():
+        async with open_store(backend.url) as store:
+            client.delete(*client.keys(prefix.replace("*", r"\*") + "*"))
+            later = job()
+            assert await store.enqueue([later]) is True
+            assert [j.id for j in await store.lease("c1", 5, 60)] == [later.id]
+            assert await store.lease("c1", 5, 60) == []          # read once, from the start
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
 def test_redis_a_connection_redis_closed_fails_one_round_trip_and_is_replaced(backend):
     """A pooled connection Redis has since closed (a restart, CLIENT KILL) fails the round
     trip that finds it broken (its callers get StoreUnavailable: a 503 for a request) and

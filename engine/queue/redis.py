@@ -118,6 +118,9 @@ return {1}
 # ARGV: prefix, now, consumer, limit, lease token, lease until.
 LEASE = PRELUDE + """
 local consumer, limit, token, deadline = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+-- the group is gone when Redis restarted empty (or was flushed) after open(): enqueues
+-- made the stream again, so read it from the start (BUSYGROUP, the usual case, is ignored)
+redis.pcall('XGROUP', 'CREATE', READY, 'workers', '0', 'MKSTREAM')
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P .. 'delayed', id)
   schedule(id, NOW)
