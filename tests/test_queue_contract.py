@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import engine.queue.sqlite
+from conftest import ROOT
 from engine.queue import DuplicateJob, Job, StoreUnavailable, open_store
 from engine.queue.sqlite import SqliteStore
 
@@ -799,3 +800,18 @@ def test_redis_dead_letters_are_also_a_stream_for_alerting(backend):
             assert await store.purge_dead() == 1
             assert client.xlen(prefix + "dead") == 0
     asyncio.run(main())
+
+
+def test_sqlite_two_processes_opening_a_new_file_at_once_both_open(tmp_path):
+    """serve's HTTP and delivery workers open the store at the same moment; on a new file
+    one of them got SQLITE_BUSY from ``journal_mode = WAL`` at once (22 of 60 tries) and died."""
+    code = ("import asyncio, sys; from engine.queue import open_store\n"
+            "async def main():\n"
+            "    async with open_store(sys.argv[1]): pass\n"
+            "asyncio.run(main())\n")
+    for round_ in range(12):
+        url = f"sqlite:{tmp_path}/race-{round_}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        failed = [p.stderr.read() for p in procs if p.wait(60) != 0]
+        assert not failed, f"round {round_}: {failed[0][-800:]}"

@@ -67,7 +67,7 @@ def connect(path: str, writer: bool = False, synchronous: str = "FULL") -> sqlit
     process's write lock in :func:`_begin` rather than in SQLite's busy handler."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     if writer:
         conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -79,13 +79,21 @@ def _begin(conn: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE; while another process holds the write lock, try again after
     0.1 ms, doubling up to 2 ms (SQLite's busy handler sleeps 1, 2, 5, 10 … 100 ms:
     a commit waiting on a lock held for 1 ms would often wait 10)."""
+    _while_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+
+def _while_busy(statement) -> None:
+    """Run ``statement()`` until no other connection holds the lock it needs (for at most
+    BUSY_TIMEOUT_MS). Also used for ``journal_mode = WAL``: two processes opening a new
+    file at once got SQLITE_BUSY there at once, without SQLite's busy handler (22 of 60
+    tries), and a delivery worker died at start."""
     deadline, pause = time.monotonic() + BUSY_TIMEOUT_MS / 1000, 0.0001
     while True:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            statement()
             return
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+        except sqlite3.OperationalError as exc:       # SQLITE_BUSY, _BUSY_RECOVERY, _BUSY_SNAPSHOT, …
+            if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or time.monotonic() > deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.002)
