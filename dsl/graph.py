@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -104,12 +105,13 @@ class Retry:
         """Delay after failed attempt number ``attempt`` (1-based): uniform in [0, cap].
 
         >>> Retry(12, 1, 3600, 86400).next_delay(3, lambda a, b: b)
-        4
+        4.0
         """
-        doublings = attempt - 1
-        if self.initial_s * 2.0 ** min(doublings, 1023) >= self.max_s:   # 2.0 ** 1024 overflows
-            return random(0, self.max_s)
-        return random(0, self.initial_s * 2 ** doublings)
+        try:          # initial_s × 2^(attempt-1) without building the power: no overflow at any attempt
+            cap = math.ldexp(self.initial_s, min(attempt - 1, 2100))   # 2^2100 × the least float > any float
+        except OverflowError:
+            cap = math.inf
+        return random(0, self.max_s if cap >= self.max_s else cap)
 
     def gives_up(self, attempt: int, age_s: float) -> bool:
         return attempt >= self.max_attempts or age_s >= self.max_age_s
@@ -118,7 +120,12 @@ class Retry:
         """Which limit ``gives_up`` hit, for the job's last error."""
         if attempt >= self.max_attempts:
             return f"gave up after {attempt} attempts (max_attempts {self.max_attempts})"
-        return f"gave up after {attempt} attempts: older than max_age_s ({self.max_age_s:g} s)"
+        return f"gave up after {attempt} attempts: older than max_age_s ({_seconds(self.max_age_s)} s)"
+
+
+def _seconds(value: float) -> str:
+    """``259200`` for 259200.0, ``0.5`` for 0.5: never an exponent."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 @dataclass(frozen=True, slots=True)

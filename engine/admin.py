@@ -64,7 +64,7 @@ _REPLAY = re.compile(r"^/dlq/([A-Za-z0-9_-]{1,64})/replay$")
 MAX_LIMIT = 1000
 
 
-class BadQuery(ValueError):
+class _BadQuery(ValueError):
     """A query parameter the endpoint cannot use: a 400 naming it."""
 
 
@@ -77,7 +77,7 @@ async def handle_http(store, token: str, method: str, path: str, query: dict, au
         return 404, {"title": "Not Found", "detail": "no such admin endpoint"}
     try:
         found, value = await route(store, query)
-    except BadQuery as exc:
+    except _BadQuery as exc:
         return 400, {"title": "Bad Request", "detail": str(exc)}
     return (200, value) if found else (404, {"title": "Not Found", "detail": "no such job or delivery"})
 
@@ -108,13 +108,14 @@ def _route(method, path):
 
 def _limit(query) -> int:
     value = query.get("limit", "100")
-    if not (isinstance(value, str) and value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_LIMIT):
-        raise BadQuery(f"limit must be one whole number from 1 to {MAX_LIMIT}")
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9
+            and 1 <= int(value) <= MAX_LIMIT):
+        raise _BadQuery(f"limit must be one whole number from 1 to {MAX_LIMIT}")
     return int(value)
 
 
 def _state(query):
     value = query.get("state")
     if value is not None and value not in STATES:
-        raise BadQuery(f"state must be one of {', '.join(STATES)}")
+        raise _BadQuery(f"state must be one of {', '.join(STATES)}")
     return value

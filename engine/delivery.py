@@ -37,8 +37,9 @@ class Backlog:
     """Backpressure: pending + leased jobs in the store, counted at most once a second
     by ``run()``; ``full`` while the count is at ``limit`` or over."""
 
-    def __init__(self, store, limit: int, every_s: float = 1.0):
+    def __init__(self, store, limit: int, every_s: float = 1.0, outage=None):
         self.store, self.limit, self.every_s, self.count = store, limit, every_s, 0
+        self.outage = outage or Outage()
 
     @property
     def full(self) -> bool:
@@ -48,6 +49,8 @@ class Backlog:
         while True:
             try:
                 self.count = await self.store.backlog()
+            except StoreUnavailable as exc:     # the last count stands; requests get 503 anyway
+                self.outage.note(exc, "backlog check(s)")
             except Exception:
                 log.exception("backlog check failed")
             await asyncio.sleep(self.every_s)
@@ -90,11 +93,11 @@ class Deliverer:
     """Leases jobs and runs their branches, ``concurrency`` at a time; ``run()`` until ``stop()``."""
 
     def __init__(self, store, pipelines, outbound, *, concurrency=64, visibility_s=60.0,
-                 poll_s=0.5, rng=random.uniform):
+                 poll_s=0.5, rng=random.uniform, outage=None):
         self.store, self.outbound = store, outbound
         self.branches = {(p.name, b.id): b for p in pipelines for b in p.branches}
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.outage = Outage(log.warning, "failed lease(s)")
+        self.outage = outage or Outage(log.warning)
         self.concurrency, self.visibility_s, self.poll_s = concurrency, visibility_s, poll_s
         self.rng = rng
         self.running: set = set()
@@ -117,7 +120,7 @@ class Deliverer:
         try:
             return await self.store.lease(self.consumer, limit, self.visibility_s)
         except StoreUnavailable as exc:          # Redis down, a full disk: said, not a traceback a second
-            self.outage.note(exc)
+            self.outage.note(exc, "failed lease(s)")
         except Exception:
             log.exception("lease failed; retrying")
         await asyncio.sleep(1)
@@ -134,6 +137,14 @@ class Deliverer:
         self.wake.set()
 
     async def attempt(self, job) -> None:
+        """Run the job's branch and record the outcome; when the store cannot record it, the
+        job stays leased and is taken again after the visibility timeout (at least once)."""
+        try:
+            await self._attempt(job)
+        except StoreUnavailable as exc:
+            self.outage.note(exc, "outcome(s) not recorded, delivered again later")
+
+    async def _attempt(self, job) -> None:
         branch = self.branches.get((job.pipeline, job.branch))
         if branch is None:
             await self.store.dead(job, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more")

@@ -34,7 +34,7 @@ def start_plain(exchange, ctx) -> bool:
     run the steps, hand the jobs to the store, answer from the commit's callback.
     True when the answer now comes from that callback."""
     if _backlog_full(exchange):
-        _send(exchange, _unavailable("the delivery backlog is full; retry later"))
+        _send(exchange, unavailable("the delivery backlog is full; retry later"))
         return False
     run_steps(exchange.pipeline.steps, ctx)
     jobs, answer = _jobs_and_answer(exchange, ctx)
@@ -44,8 +44,8 @@ def start_plain(exchange, ctx) -> bool:
     try:
         committed = exchange.app.store.enqueue_soon(jobs)
     except StoreUnavailable as exc:
-        OUTAGE.note(exc)
-        _send(exchange, _unavailable("the request could not be stored; retry later"))
+        exchange.app.outage.note(exc, REFUSED)
+        _send(exchange, unavailable("the request could not be stored; retry later"))
         return False
     committed.add_done_callback(lambda future: _committed(exchange, answer, future))
     return True
@@ -56,10 +56,12 @@ def _committed(exchange, answer, future) -> None:
     app.inflight -= 1
     try:
         future.result()
-    except (StoreUnavailable, asyncio.CancelledError) as exc:    # cancelled: the store is closing
-        if isinstance(exc, StoreUnavailable):
-            OUTAGE.note(exc)
-        _send(exchange, _unavailable("the request could not be stored; retry later"))
+    except StoreUnavailable as exc:
+        app.outage.note(exc, REFUSED)
+        _send(exchange, unavailable("the request could not be stored; retry later"))
+        return
+    except asyncio.CancelledError:     # the store is closing
+        _send(exchange, unavailable("the request could not be stored; retry later"))
         return
     except Exception as exc:
         exchange._fail(exc)
@@ -70,31 +72,33 @@ def _committed(exchange, answer, future) -> None:
 
 class Outage:
     """Store failures in the log without flooding it: the first at once, then a line at
-    most every ``OUTAGE_LOG_S`` seconds counting those in between. The text is the
-    store's error (``StoreUnavailable``: never a password or a payload); clients get
-    only a 503.
+    most every ``OUTAGE_LOG_S`` seconds counting, by kind, those in between. One per
+    process (``App.outage``, shared with its backlog check and delivery). The text is
+    the store's error (``StoreUnavailable``: never a password or a payload); clients
+    get only a 503.
 
     >>> lines = []
-    >>> outage = Outage(lambda *args: lines.append(args[0] % args[1:]), "request(s) answered 503")
-    >>> for _ in range(3):
-    ...     outage.note(StoreUnavailable("sqlite: database or disk is full"))
+    >>> outage = Outage(lambda *args: lines.append(args[0] % args[1:]))
+    >>> for what in ("request(s) answered 503", "backlog check(s)", "request(s) answered 503"):
+    ...     outage.note(StoreUnavailable("sqlite: database or disk is full"), what)
     >>> lines
-    ['store unavailable: sqlite: database or disk is full (1 request(s) answered 503 since the last such line)']
+    ['store unavailable: sqlite: database or disk is full (since the last such line: 1 request(s) answered 503)']
     """
 
-    def __init__(self, warn, what: str):
-        self.warn, self.what = warn, what
-        self.last, self.count = -math.inf, 0
+    def __init__(self, warn=None):
+        self.warn = warn or log.warning
+        self.last, self.counts = -math.inf, {}
 
-    def note(self, exc) -> None:
-        self.count += 1
+    def note(self, exc, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
         now = time.monotonic()
         if now - self.last >= OUTAGE_LOG_S:
-            self.warn("store unavailable: %s (%d %s since the last such line)", exc, self.count, self.what)
-            self.last, self.count = now, 0
+            counted = ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
+            self.warn("store unavailable: %s (since the last such line: %s)", exc, counted)
+            self.last, self.counts = now, {}
 
 
-OUTAGE = Outage(log.warning, "request(s) answered 503")
+REFUSED = "request(s) answered 503"
 
 
 def new_id() -> str:
@@ -143,7 +147,7 @@ async def handle_durable(exchange, ctx) -> None:
     try:
         future.set_result(await _claimed(exchange, ctx, key))
     except BaseException:
-        future.set_result(_unavailable("the first copy of this delivery failed; retry later"))
+        future.set_result(unavailable("the first copy of this delivery failed; retry later"))
         raise
     finally:
         _RUNNING.pop(key, None)
@@ -161,10 +165,10 @@ async def _claimed(exchange, ctx, key):
     try:
         stored = await store.claim(key, CLAIM_TTL_S)
     except StoreUnavailable as exc:
-        OUTAGE.note(exc)
-        return _send(exchange, _unavailable("the request could not be checked for duplicates; retry later"))
+        exchange.app.outage.note(exc, REFUSED)
+        return _send(exchange, unavailable("the request could not be checked for duplicates; retry later"))
     if stored is not None:
-        return _send(exchange, _decode(stored) if stored else await _first_answer(store, key))
+        return _send(exchange, _decode(stored) if stored else await _first_answer(exchange.app, key))
     committed = False
     try:
         answer, committed = await _handle(exchange, ctx, key)
@@ -174,21 +178,21 @@ async def _claimed(exchange, ctx, key):
             await _unclaim(store, key)
 
 
-async def _first_answer(store, key):
+async def _first_answer(app, key):
     """Wait for the copy that holds the claim (another process) to store its answer."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         await asyncio.sleep(POLL_S)
         try:
-            stored = await store.dedupe_get(key)
+            stored = await app.store.dedupe_get(key)
         except StoreUnavailable as exc:
-            OUTAGE.note(exc)
+            app.outage.note(exc, REFUSED)
             break
         if stored:
             return _decode(stored)
         if stored is None:          # the first copy failed and let go: the sender may retry
             break
-    return _unavailable("another copy of this delivery is still being handled; retry later")
+    return unavailable("another copy of this delivery is still being handled; retry later")
 
 
 async def _unclaim(store, key):
@@ -203,7 +207,7 @@ async def _handle(exchange, ctx, key):
     ``(answer, committed)`` — the answer sent, and whether the store kept it."""
     app, pipeline = exchange.app, exchange.pipeline
     if pipeline.branches and _backlog_full(exchange):
-        return _send(exchange, _unavailable("the delivery backlog is full; retry later")), False
+        return _send(exchange, unavailable("the delivery backlog is full; retry later")), False
     if pipeline.is_async:
         ctx.http = app.outbound
         await arun_steps(pipeline.steps, ctx)
@@ -214,8 +218,8 @@ async def _handle(exchange, ctx, key):
     try:
         stored = await app.store.enqueue(jobs, dedupe=dedupe)
     except StoreUnavailable as exc:
-        OUTAGE.note(exc)
-        return _send(exchange, _unavailable("the request could not be stored; retry later")), False
+        exchange.app.outage.note(exc, REFUSED)
+        return _send(exchange, unavailable("the request could not be stored; retry later")), False
     if stored is False:          # the claim had expired and another copy committed: answer as it did
         return _send(exchange, await _stored(app, key) or answer), True
     _nudged(app, jobs)
@@ -265,8 +269,8 @@ async def _stored(app, key):
     try:
         raw = await app.store.dedupe_get(key)
     except StoreUnavailable as exc:
-        OUTAGE.note(exc)
-        return _unavailable("the request could not be checked for duplicates; retry later")
+        app.outage.note(exc, REFUSED)
+        return unavailable("the request could not be checked for duplicates; retry later")
     return _decode(raw) if raw else None
 
 
@@ -334,6 +338,7 @@ def _accepted(delivery, admin):
     return 202, body, "application/json", location
 
 
-def _unavailable(detail):
+def unavailable(detail):
+    """503 + Retry-After: a state the sender should retry through (store down, backlog full)."""
     status, body = problem(503, "unavailable", "Service Unavailable", detail)
     return status, body, CONTENT_TYPE, [("Retry-After", RETRY_AFTER_S)]

@@ -109,20 +109,21 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
                   admin, trusted, allow_hosts, **_delivery_only) -> int:
     """An HTTP worker; it delivers too unless ``wake_fds`` (pipes to the delivery workers) are given."""
     from .delivery import Backlog, Deliverer, Nudge
-    outbound = Outbound(allow_hosts=allow_hosts)
+    from .durable import Outage
+    outbound, outage = Outbound(allow_hosts=allow_hosts), Outage()
     store = deliverer = backlog = nudge = None
     background = []
     if _needs_store(pipelines, store_url, admin):
         store = await _open_store(store_url)
-        backlog = Backlog(store, max_backlog)
+        backlog = Backlog(store, max_backlog, outage=outage)
         background.append(asyncio.get_running_loop().create_task(backlog.run()))
         if wake_fds is None:
-            deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
+            deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage)
             delivering = asyncio.get_running_loop().create_task(deliverer.run())
             nudge = deliverer.wake.set
         else:
             nudge = Nudge(wake_fds)
-    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted)
+    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
@@ -198,6 +199,15 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
     stopping = False
 
     def spawn(slot):
+        # SIGTERM waits (blocked) until the new worker is in `children`: stop() then signals it
+        # too; arriving in between, it left a worker nobody stopped, and serve never exited
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            _fork(slot)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def _fork(slot):
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -242,7 +252,8 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
         if slot is not None and not stopping:
             log.error("%s worker %d exited (status %d); restarting", slot[0], pid, status)
             time.sleep(0.2)
-            spawn(slot)
+            if not stopping:          # SIGTERM during the pause: nothing to restart
+                spawn(slot)
     return 0
 
 
@@ -259,6 +270,7 @@ def _child(parent: int, name: str) -> None:
     holding the port or leases."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)      # blocked by spawn() in the parent
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(15, name.encode()[:15])                            # 15 = PR_SET_NAME
@@ -267,6 +279,9 @@ def _child(parent: int, name: str) -> None:
         pass                                                          # not Linux
     if os.getppid() != parent:                                        # it died before prctl
         os._exit(1)
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _kill(pid, sig):

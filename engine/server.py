@@ -30,15 +30,17 @@ from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import BodyError, parse_body
 from .admin import handle_http
 from .clients import client_address
-from .durable import handle_durable, start_plain
+from .durable import Outage, handle_durable, start_plain, unavailable
 from .negotiation import forced, header_value, negotiated, problem_as
 from .outbound import Outbound
+from .queue import StoreUnavailable
 from .problems import CONTENT_TYPE, problem
 from .router import Router, shape
 
 log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
 MAX_ERRORS = 50
+ADMIN_MAX_BODY = 64 * 1024       # an admin request's body is ignored up to this size; more → 413
 MAX_HEADERS = 100                # header fields per request; more → 431
 MAX_DEPTH = 128                  # nesting of a request body; deeper → 400 (see _shallow: cheap when not)
 MAX_DIGITS = 64                  # digits of an integer in a JSON body; more → 400
@@ -48,7 +50,8 @@ _JSON = "application/json"
 class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
-    def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=()):
+    def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=(),
+                 outage=None):
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
@@ -62,6 +65,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         # rate limits are shared through the store when it can (Redis), else kept per process
         self.shared_limits = store if hasattr(store, "take_token") else None
         self.refused = Refusals()
+        self.outage = outage or Outage()    # store failures, logged at most every 10 s
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
@@ -127,7 +131,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         admin = self.app.admin
         if route is None and admin is not None and path.startswith(admin[0] + "/"):
             self.admin_path = path[len(admin[0]):]
-            self.conn.set_max_body_size(65536)
+            self.conn.set_max_body_size(MAX_DISCARD)     # read and dropped; over ADMIN_MAX_BODY → 413
         elif route is None:
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
         elif method in route.by_method:
@@ -214,7 +218,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.chunks = None
 
     def data_received(self, chunk):
-        if self.early is not None or self.pipeline is None:    # an admin request's body is not read
+        if self.early is not None:
+            return
+        if self.pipeline is None:       # an admin request: its body is not used
+            self.size += len(chunk)
+            if self.size > ADMIN_MAX_BODY:
+                self.early = problem(413, "body-too-large", "Content Too Large",
+                                     f"an admin request takes no body (at most {ADMIN_MAX_BODY} bytes are ignored)",
+                                     max_body_bytes=ADMIN_MAX_BODY)
             return
         self.size += len(chunk)
         if self.size > self.pipeline.max_body_bytes:
@@ -252,8 +263,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
         try:
             wait = await self.app.shared_limits.take_token(f"{self.pipeline.name}:{self.rate_key}",
                                                            rule.rate, rule.burst)
-        except Exception:
-            log.exception("shared rate limit unavailable; using this process's buckets")
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable):
+                self.app.outage.note(exc, "rate limit check(s) made by this process alone")
+            else:
+                log.exception("shared rate limit unavailable; using this process's buckets")
             denied = rule.take(self.rate_key)
             wait = 0.0 if denied is None else float(dict(denied.headers)["Retry-After"])
         if wait > 0:
@@ -323,8 +337,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
     async def _admin(self):
         try:
             query = _query(self.start.path.partition("?")[2])
-            status, value = await handle_http(self.app.store, self.app.admin[1], self.start.method,
-                                              self.admin_path, query, self.headers.get("Authorization"))
+            try:
+                status, value = await handle_http(self.app.store, self.app.admin[1], self.start.method,
+                                                  self.admin_path, query, self.headers.get("Authorization"))
+            except StoreUnavailable as exc:
+                self.app.outage.note(exc, "admin request(s) answered 503")
+                self.send(*unavailable("the store cannot be reached; retry later"))
+                return
             if status < 400:
                 self.send(status, dumps_json(value), _JSON)
                 return

@@ -225,10 +225,24 @@ def test_a_request_body_on_an_admin_endpoint_is_ignored_not_a_dropped_connection
     problem(call(server, "POST", "/dlq/replay", token=None, data=b"{}"), 401, "unauthorized")
     assert answer(call(server, "POST", "/dlq/replay", data=b'{"all": true}')) == {"replayed": 0}
     assert answer(call(server, "GET", "/deliveries", data=b"x" * 60_000)) == []
+    doc = problem_with(call(server, "POST", "/dlq/replay", data=b"x" * 100_000), 413, "body-too-large")
+    assert doc["max_body_bytes"] == 65536, doc
+    chunked = call(server, "POST", "/dlq/replay", data=iter([b"x" * 50_000] * 3))     # no Content-Length
+    assert problem_with(chunked, 413, "body-too-large")["max_body_bytes"] == 65536
+    assert answer(call(server, "GET", "/dlq")) == []                                 # the connection still serves
     assert "Traceback" not in server.log(), server.log()
 
 
-BAD_QUERIES = ["/deliveries?limit=0", "/deliveries?limit=1001", "/deliveries?limit=-1", "/deliveries?limit=abc",
+def problem_with(resp, status, slug) -> dict:
+    """A problem document with the extra members of its type (errors.md)."""
+    assert resp.status_code == status and resp.headers["Content-Type"] == PROBLEM, (resp.status_code, resp.text)
+    doc = resp.json()
+    assert doc["type"] == f"https://hookline.dev/problems/{slug}", doc
+    return doc
+
+
+BAD_QUERIES = ["/deliveries?limit=0", "/deliveries?limit=1001", "/deliveries?limit=" + "9" * 5000,
+               "/deliveries?limit=-1", "/deliveries?limit=abc",
                "/deliveries?limit=", "/deliveries?limit=1&limit=2", "/deliveries?limit=%D9%A1",
                "/deliveries?state=failed", "/deliveries?state=DEAD", "/dlq?limit=0"]
 

@@ -70,8 +70,17 @@ local function move(id, from, to)
   redis.call('HSET', jobkey(id), 'state', to)
 end
 
+-- the ready stream never exists without its group: a Redis that restarted empty (or was
+-- flushed) under a running store gets both again here, not a stream XREADGROUP cannot read
+local function ready_stream()
+  if redis.call('EXISTS', READY) == 0 then
+    redis.call('XGROUP', 'CREATE', READY, 'workers', '0', 'MKSTREAM')
+  end
+end
+
 local function schedule(id, due)
   if tonumber(due) <= NOW then
+    ready_stream()
     redis.call('HSET', jobkey(id), 'msg', redis.call('XADD', READY, '*', 'id', id))
   else
     redis.call('ZADD', P .. 'delayed', due, id)
@@ -118,9 +127,7 @@ return {1}
 # ARGV: prefix, now, consumer, limit, lease token, lease until.
 LEASE = PRELUDE + """
 local consumer, limit, token, deadline = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
--- the group is gone when Redis restarted empty (or was flushed) after open(): enqueues
--- made the stream again, so read it from the start (BUSYGROUP, the usual case, is ignored)
-redis.pcall('XGROUP', 'CREATE', READY, 'workers', '0', 'MKSTREAM')
+ready_stream()
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P .. 'delayed', id)
   schedule(id, NOW)
