@@ -97,7 +97,7 @@ class Deliverer:
         self.store, self.outbound = store, outbound
         self.branches = {(p.name, b.id): b for p in pipelines for b in p.branches}
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.outage = outage or Outage(log.warning)
+        self.outage = outage or Outage(log)
         self.concurrency, self.visibility_s, self.poll_s = concurrency, visibility_s, poll_s
         self.rng = rng
         self.running: set = set()
@@ -118,7 +118,10 @@ class Deliverer:
 
     async def _lease(self, limit):
         try:
-            return await self.store.lease(self.consumer, limit, self.visibility_s)
+            jobs = await self.store.lease(self.consumer, limit, self.visibility_s)
+            if self.outage.down:
+                self.outage.recovered()
+            return jobs
         except StoreUnavailable as exc:          # Redis down, a full disk: said, not a traceback a second
             self.outage.note(exc, "failed lease(s)")
         except Exception:

@@ -66,36 +66,51 @@ def _committed(exchange, answer, future) -> None:
     except Exception as exc:
         exchange._fail(exc)
         return
+    if app.outage.down:
+        app.outage.recovered()
     _nudged(app, jobs=True)
     _send(exchange, answer)
 
 
 class Outage:
     """Store failures in the log without flooding it: the first at once, then a line at
-    most every ``OUTAGE_LOG_S`` seconds counting, by kind, those in between. One per
-    process (``App.outage``, shared with its backlog check and delivery). The text is
-    the store's error (``StoreUnavailable``: never a password or a payload); clients
-    get only a 503.
+    most every ``OUTAGE_LOG_S`` seconds counting, by kind, those in between; once a
+    write succeeds again, one line saying so. One per process (``App.outage``, shared
+    with its backlog check and delivery). The text is the store's error
+    (``StoreUnavailable``: never a password or a payload); clients get only a 503.
 
-    >>> lines = []
-    >>> outage = Outage(lambda *args: lines.append(args[0] % args[1:]))
+    >>> class Log(list):
+    ...     def warning(self, text, *args): self.append(text % args)
+    ...     info = warning
+    >>> outage = Outage(Log())
     >>> for what in ("request(s) answered 503", "backlog check(s)", "request(s) answered 503"):
     ...     outage.note(StoreUnavailable("sqlite: database or disk is full"), what)
-    >>> lines
-    ['store unavailable: sqlite: database or disk is full (since the last such line: 1 request(s) answered 503)']
+    >>> outage.down, outage.recovered(), outage.down
+    (True, None, False)
+    >>> outage.log
+    ['store unavailable: sqlite: database or disk is full (since the last such line: 1 request(s) answered 503)', 'store available again (since the last such line: 1 backlog check(s), 1 request(s) answered 503)']
     """
 
-    def __init__(self, warn=None):
-        self.warn = warn or log.warning
-        self.last, self.counts = -math.inf, {}
+    def __init__(self, logger=None):
+        self.log = log if logger is None else logger
+        self.down, self.last, self.counts = False, -math.inf, {}
 
     def note(self, exc, what: str) -> None:
+        self.down = True
         self.counts[what] = self.counts.get(what, 0) + 1
         now = time.monotonic()
         if now - self.last >= OUTAGE_LOG_S:
-            counted = ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
-            self.warn("store unavailable: %s (since the last such line: %s)", exc, counted)
+            self.log.warning("store unavailable: %s (since the last such line: %s)", exc, self._counted())
             self.last, self.counts = now, {}
+
+    def recovered(self) -> None:
+        """A write went through: after an outage, say so (callers check ``down`` first, so
+        this costs one attribute read per request)."""
+        self.log.info("store available again (since the last such line: %s)", self._counted() or "nothing failed")
+        self.down, self.last, self.counts = False, -math.inf, {}
+
+    def _counted(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
 
 
 REFUSED = "request(s) answered 503"
@@ -220,6 +235,8 @@ async def _handle(exchange, ctx, key):
     except StoreUnavailable as exc:
         exchange.app.outage.note(exc, REFUSED)
         return _send(exchange, unavailable("the request could not be stored; retry later")), False
+    if app.outage.down:
+        app.outage.recovered()
     if stored is False:          # the claim had expired and another copy committed: answer as it did
         return _send(exchange, await _stored(app, key) or answer), True
     _nudged(app, jobs)

@@ -205,6 +205,12 @@ def said_why(server, words: str) -> None:
     assert "Traceback" not in "".join(server.lines), "".join(server.lines)[-4000:]
 
 
+def said_back(server) -> None:
+    """Once writes go through again the HTTP worker says so, once, with what failed meanwhile."""
+    lines = [line for line in server.lines if "INFO hookline[" in line and "store available again" in line]
+    assert len(lines) == 1 and "request(s) answered 503" in lines[0], "".join(server.lines)[-4000:]
+
+
 def admin_unavailable(server) -> None:
     """The admin endpoints answer a store that is down as the pipelines do: 503, not 500."""
     resp = requests.get(server.url + ADMIN[0] + "/deliveries", timeout=20,
@@ -298,6 +304,7 @@ def test_redis_gone_answers_503_and_redis_back_acknowledges_and_delivers_again(r
     alive_and_discreet(server, redis_server.password)
     assert not missing, f"acknowledged, never delivered: {missing}\n{server.log()}"
     never_arrive(dest, down + late)
+    said_back(server)
 
 
 def test_sqlite_on_a_full_disk_answers_503_and_acknowledges_again_once_there_is_room(disk, serve, dest):
@@ -327,6 +334,7 @@ def test_sqlite_on_a_full_disk_answers_503_and_acknowledges_again_once_there_is_
     assert not missing, f"acknowledged, never delivered: {missing}\n{server.log()}"
     never_arrive(dest, down + late)
     alive_and_discreet(server)
+    said_back(server)
 
 
 @pytest.mark.parametrize("attempt", range(3))
