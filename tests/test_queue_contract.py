@@ -645,7 +645,7 @@ def test_sqlite_commits_never_checkpoint_the_store_does_it_in_the_background(tmp
     threads = []
     checkpoint = engine.queue.sqlite._checkpoint
     monkeypatch.setattr(engine.queue.sqlite, "_checkpoint",
-                        lambda conn: threads.append(threading.current_thread().name) or checkpoint(conn))
+                        lambda conn, *args: threads.append(threading.current_thread().name) or checkpoint(conn, *args))
 
     async def main():
         async with SqliteStore(str(path)) as store:
@@ -815,3 +815,37 @@ def test_sqlite_two_processes_opening_a_new_file_at_once_both_open(tmp_path):
                  for _ in range(2)]
         failed = [p.stderr.read() for p in procs if p.wait(60) != 0]
         assert not failed, f"round {round_}: {failed[0][-800:]}"
+
+
+def test_sqlite_wal_stays_bounded_while_two_stores_write_without_pause(tmp_path, monkeypatch):
+    """An HTTP worker enqueues while a delivery worker leases and completes, on one file,
+    without a pause: a PASSIVE checkpoint then never reaches the WAL's last frame, and the WAL
+    never started again from its beginning (the async benchmark's grew 20 MB a second). Past
+    WAL_RESTART_BYTES (1 MB here) the checkpointer restarts it and the file is cut back."""
+    import engine.queue.sqlite as sqlite_store
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_S", 0.2)
+    path, payload = str(tmp_path / "wal.db"), b'{"order": "' + b"x" * 4000 + b'"}'
+    sizes = []
+
+    async def main():
+        async with SqliteStore(path) as http, SqliteStore(path, for_delivery=True) as delivery:
+            async def enqueue():
+                while True:
+                    await asyncio.gather(*(http.enqueue_soon([job(payload=payload)]) for _ in range(20)))
+
+            async def deliver():
+                while True:
+                    await asyncio.gather(*(delivery.complete(j) for j in await delivery.lease("c1", 50, 60)))
+
+            tasks = [asyncio.create_task(enqueue()), asyncio.create_task(deliver())]
+            for _ in range(30):
+                await asyncio.sleep(0.1)
+                sizes.append(os.path.getsize(path + "-wal"))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    asyncio.run(main())
+    assert max(sizes) > 1 << 20, f"the WAL never passed 1 MB ({max(sizes)} B): the test proves nothing"
+    assert any(later < earlier for earlier, later in zip(sizes, sizes[1:])), "never cut back"
+    assert max(sizes) < 64 << 20, [s >> 20 for s in sizes]     # MB; it grew to 450 MB in 3 s before
