@@ -61,7 +61,7 @@ BUSY_S = 0.002            # an operation arriving this soon after the last commi
 GATHER_S = 0.0005         # ... and then the writer waits this long for more to share the commit
 CHECKPOINT_S = 1.0        # how often the WAL is copied back (see SqliteStore._checkpoint_every)
 WAL_RESTART_BYTES = 16 * 1024 * 1024   # a WAL file past this is checkpointed with RESTART, and cut back
-RESTART_WAIT_MS = 100     # ... which holds writers off at most this long, else it is tried a second later
+RESTART_TRIES = 50        # ... tried this often, a millisecond apart, else again a second later
 
 
 def connect(path: str, writer: bool = False, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -508,15 +508,26 @@ def _checkpoint(conn, wal: str) -> None:
     from two processes a PASSIVE checkpoint never catches up with the last frame, so the
     WAL never starts again from its beginning: it grew by ~20 MB a second in the async
     benchmark (d1: 350 MB in 15 s). Past WAL_RESTART_BYTES, RESTART: it holds writers off
-    while it copies the frames left (most were copied by the PASSIVE rounds) and waits for
-    readers, 1-13 ms measured under that load, then the next commit writes the WAL from its
-    start and cuts the file back to WAL_RESTART_BYTES (``journal_size_limit``)."""
+    while it copies the frames left (most were copied by the PASSIVE rounds) and finds no
+    reader on the WAL, then the next commit writes the WAL from its start and cuts the file
+    back to WAL_RESTART_BYTES (``journal_size_limit``)."""
     try:
         big = os.path.getsize(wal) > WAL_RESTART_BYTES
     except OSError:
         big = False
-    conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS if big else BUSY_TIMEOUT_MS}")
-    conn.execute(f"PRAGMA wal_checkpoint({'RESTART' if big else 'PASSIVE'})")
+    if not big:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return
+    # without SQLite's busy handler, whose sleeps (1, 2, 5, 10, 15, 20 … ms) kept writers
+    # waiting 20-50 ms where a reader needed 1: tried again here every millisecond
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        for _ in range(RESTART_TRIES):
+            if conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0:
+                return
+            time.sleep(0.001)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def _dedupe_get(conn, key: str) -> bytes | None:
