@@ -152,7 +152,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _check_length(self, headers):
         length = headers.get("Content-Length")
         if length is not None and length.isascii() and length.isdigit() and int(length) > self.pipeline.max_body_bytes:
-            self._too_large()
+            self._too_large(self.pipeline.max_body_bytes)
             if int(length) <= MAX_DISCARD:
                 self.conn.set_max_body_size(MAX_DISCARD)
         else:
@@ -211,8 +211,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             except BodyError as exc:
                 self.early = exc.problem() + (dict(exc.headers),)
 
-    def _too_large(self):
-        limit = self.pipeline.max_body_bytes
+    def _too_large(self, limit):
         self.early = problem(413, "body-too-large", "Content Too Large",
                              f"the request body is larger than {limit} bytes", max_body_bytes=limit)
         self.chunks = None
@@ -220,16 +219,12 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def data_received(self, chunk):
         if self.early is not None:
             return
-        if self.pipeline is None:       # an admin request: its body is not used
-            self.size += len(chunk)
-            if self.size > ADMIN_MAX_BODY:
-                self.early = problem(413, "body-too-large", "Content Too Large",
-                                     f"an admin request takes no body (at most {ADMIN_MAX_BODY} bytes are ignored)",
-                                     max_body_bytes=ADMIN_MAX_BODY)
-            return
         self.size += len(chunk)
-        if self.size > self.pipeline.max_body_bytes:
-            self._too_large()
+        limit = self.pipeline.max_body_bytes if self.pipeline is not None else ADMIN_MAX_BODY
+        if self.size > limit:
+            self._too_large(limit)
+        elif self.pipeline is None:     # an admin request: its body is not used
+            return
         elif self.decoder is not None:
             try:
                 self.decoder.feed(chunk)      # the decoded size is capped too: no bomb in memory

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -98,6 +99,17 @@ HTTP_PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, database=None
                                   phases=(Phase.explicit, Phase.reuse, Phase.generate),
                                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                          HealthCheck.filter_too_much])
+
+
+def refused(url: str) -> bool:
+    """True when a new connection is not accepted: refused, or reset while connecting (the
+    listening socket was closed with this connection still in its accept queue)."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+    return False
 
 
 def start_hookline(paths, env=None, workers=1, extra=(), tail=False) -> Proc:

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from conftest import HOOKLINE, ROOT, start_hookline
+from conftest import HOOKLINE, ROOT, refused, start_hookline
 from engine.queue import open_store
 
 PIPELINES = ROOT / "tests" / "pipelines" / "async"
@@ -596,7 +595,7 @@ def test_sigterm_lets_a_delivery_in_flight_finish_within_the_timeout_and_takes_n
     sent = accepted_ids(post_many([server.url + "/a/deliver"], n))
     wait_until(lambda: len(dest.ids()) == n, 10, "every job in flight at the destination")
     server.proc.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: _refused(server.url), 5, "new connections refused once stopping")
+    wait_until(lambda: refused(server.url), 5, "new connections refused once stopping")
     time.sleep(0.5)
     assert server.proc.proc.poll() is None, "serve exited without waiting for the calls in flight"
     dest.release()                               # the calls are answered within --shutdown-timeout
@@ -604,15 +603,6 @@ def test_sigterm_lets_a_delivery_in_flight_finish_within_the_timeout_and_takes_n
     assert dest.delivered() == sent
     assert sorted(len(dest.of(rid)) for rid in sent) == [1] * n, "an attempt was cut short and repeated"
     assert {j["state"] for j in jobs(store)} == {"done"} and len(jobs(store)) == n
-
-
-def _refused(url) -> bool:
-    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        return True
-    return False
 
 
 # --- 6. respond + async --------------------------------------------------------------------------

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -20,7 +18,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from conftest import ROOT, start_hookline
+from conftest import ROOT, refused, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "shutdown"
 SHUTDOWN_TIMEOUT = 5.0
@@ -82,17 +80,6 @@ def serve(dest):
     yield start
     for proc in started:
         proc.stop()
-
-
-def refused(url: str) -> bool:
-    """True when a new connection is not accepted: refused, or reset while connecting (the
-    listening socket was closed with this connection still in its accept queue)."""
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
-    except (ConnectionRefusedError, ConnectionResetError):
-        return True
-    return False
 
 
 def wait_refused(url: str, timeout: float = 2.0) -> bool:
