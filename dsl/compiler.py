@@ -10,6 +10,7 @@ collects diagnostics; nothing here raises for an author's mistake.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from contextlib import contextmanager
@@ -364,7 +365,7 @@ def _check(cc, part):
         cc.error(path, "bad-schema", f"validate.{part}: {problem}")
         return None
     coerce = coercions(schema, lower=part == "headers") if part != "body" else ()
-    return Check(part, validator, coerce)
+    return Check(part, validator, coerce, json.dumps(schema, sort_keys=True))
 
 
 def _duplicate_ids(cc):

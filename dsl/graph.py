@@ -43,6 +43,7 @@ class Check:
     part: str
     validator: object       # jsonschema_rs validator
     coerce: tuple = ()      # ((name, ("integer", ...), is_array), ...): text to convert first
+    source: str = ""        # the schema as JSON text (engine.openapi describes the request with it)
 
     def prepare(self, value):
         """Convert numeric/boolean text where the schema asks for those types (in place)."""

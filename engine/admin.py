@@ -68,10 +68,14 @@ class _BadQuery(ValueError):
     """A query parameter the endpoint cannot use: a 400 naming it."""
 
 
-async def handle_http(store, token: str, method: str, path: str, query: dict, authorization: str | None):
-    """One admin request → ``(status, JSON-like body)``; the caller writes it."""
+async def handle_http(store, token: str, method: str, path: str, query: dict, authorization: str | None,
+                      openapi=None):
+    """One admin request → ``(status, JSON-like body)``; the caller writes it. ``openapi`` is the
+    served pipelines' OpenAPI document (``GET /openapi.json``)."""
     if not _authorized(authorization, token):
         return 401, {"title": "Unauthorized", "detail": "send Authorization: Bearer <HOOKLINE_ADMIN_TOKEN>"}
+    if method == "GET" and path == "/openapi.json" and openapi is not None:
+        return 200, openapi
     route = _route(method, path)
     if route is None:
         return 404, {"title": "Not Found", "detail": "no such admin endpoint"}

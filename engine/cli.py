@@ -62,6 +62,11 @@ def _parser():
     lint.set_defaults(func=_lint)
     schema = sub.add_parser("schema", help="print the editor JSON Schema of the DSL")
     schema.set_defaults(func=_schema)
+    openapi = sub.add_parser("openapi", help="print the OpenAPI 3.1 document of the pipelines (JSON)")
+    openapi.add_argument("paths", nargs="*", default=["pipelines"], metavar="PATH",
+                         help="pipeline directories or files (default: pipelines)")
+    openapi.add_argument("--title", default="Hookline pipelines", help="info.title of the document")
+    openapi.set_defaults(func=_openapi)
     _ops_parsers(sub)
     return parser
 
@@ -200,6 +205,25 @@ def _serve(args) -> int:
                  admin=admin, trusted=trusted, delivery_workers=args.delivery_workers,
                  delivery_nice=args.delivery_nice, loop=loop,
                  allow_hosts=tuple(h.strip() for h in args.allow_hosts.split(",") if h.strip()))
+
+
+def _openapi(args) -> int:
+    """The document on stdout; diagnostics (as ``lint`` prints them) on stderr, exit 1 on errors."""
+    import json
+    from .openapi import document
+    missing = [p for p in args.paths if not Path(p).exists()]
+    for p in missing:
+        print(f"{p}:1:1: not-found: no such file or directory", file=sys.stderr)
+    pipelines, problems = dsl.compile_paths([p for p in args.paths if p not in missing], require_env=False)
+    errors = [d for d in problems if d.severity == "error"]
+    for d in errors:
+        print(d, file=sys.stderr)
+    if errors or missing:
+        print(f"hookline openapi: {len(errors) + len(missing)} error(s)", file=sys.stderr)
+        return 1
+    json.dump(document(pipelines, title=args.title), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
 
 
 def _schema(args) -> int:

@@ -29,6 +29,7 @@ from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import BodyError, parse_body
 from .admin import handle_http
+from .openapi import document as openapi_document
 from .clients import client_address
 from .durable import Outage, handle_durable, start_plain, unavailable
 from .negotiation import forced, header_value, negotiated, problem_as
@@ -52,6 +53,7 @@ class App(httputil.HTTPServerConnectionDelegate):
 
     def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=(),
                  outage=None):
+        pipelines = tuple(pipelines)
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
@@ -61,6 +63,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.backlog = backlog      # engine.delivery.Backlog: 503 while it is full
         self.nudge = nudge          # called after a commit with jobs: wakes the delivery
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
+        self.openapi = openapi_document(pipelines) if admin is not None else None
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
         # rate limits are shared through the store when it can (Redis), else kept per process
         self.shared_limits = store if hasattr(store, "take_token") else None
@@ -334,7 +337,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             query = _query(self.start.path.partition("?")[2])
             try:
                 status, value = await handle_http(self.app.store, self.app.admin[1], self.start.method,
-                                                  self.admin_path, query, self.headers.get("Authorization"))
+                                                  self.admin_path, query, self.headers.get("Authorization"),
+                                                  self.app.openapi)
             except StoreUnavailable as exc:
                 self.app.outage.note(exc, "admin request(s) answered 503")
                 self.send(*unavailable("the store cannot be reached; retry later"))
