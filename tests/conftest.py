@@ -40,9 +40,9 @@ def wait_http(url: str, proc=None, timeout: float = 15.0) -> None:
             out = proc.stdout.read() if proc.stdout else ""
             raise RuntimeError(f"process exited with {proc.returncode}:\n{out}")
         try:
-            requests.get(url, timeout=0.5)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):   # not up yet, or the machine is busy
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
