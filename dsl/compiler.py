@@ -21,7 +21,7 @@ from .expressions import ExpressionError, bare_literals, compile_expression
 from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
-from .schemas import coercions, load_schema_and_source
+from .schemas import coercions, is_file_ref, load_schema_and_source
 from .shape import check_shape
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
@@ -360,9 +360,13 @@ def _path_params(cc, path) -> tuple:
 
 def _check(cc, part):
     path = ("validate", part)
-    schema, validator, problem = load_schema_and_source(cc.get(path), cc.base_dir)
+    formats = cc.get(("validate",)).get("formats", True)
+    schema, validator, problem = load_schema_and_source(cc.get(path), cc.base_dir, formats)
     if problem:
-        cc.error(path, "bad-schema", f"validate.{part}: {problem}")
+        inline = not is_file_ref(cc.get(path))
+        where = path + problem.where if inline else path
+        in_key = inline and problem.where[-2:-1] == ("patternProperties",)
+        cc.error(where, "bad-schema", f"validate.{part}: {problem}", key=in_key)
         return None
     coerce = coercions(schema, lower=part == "headers") if part != "body" else ()
     return Check(part, validator, coerce, json.dumps(schema, sort_keys=True))

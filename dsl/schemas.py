@@ -1,4 +1,4 @@
-"""User JSON Schemas (``validate.*``) → validator objects, once, at load time.
+r"""User JSON Schemas (``validate.*``) → validator objects, once, at load time.
 
 A schema is inline or ``{$ref: relative/path.json}`` (JSON or YAML, relative
 to the pipeline file). It is checked with ``jsonschema`` (its ``$schema``
@@ -6,13 +6,22 @@ decides the draft; none means 2020-12) and compiled with ``jsonschema-rs``,
 which validates a 3.8 KB order in ~9 µs. References inside a schema must stay
 within it (``#/definitions/...``, ``#/$defs/...``): bundle external files.
 
+Patterns (``pattern``, ``patternProperties``) are ECMA-262 regexes: they are
+checked by ``jsonschema-rs``, the validator that runs per request, never by
+Python's ``re`` (which refuses ``\p{Letter}`` and ``(?<name>…)``). ``format``
+is asserted under every draft unless ``formats=False``.
+
     >>> validator, problem = load_schema({"type": "integer"}, ".")
     >>> validator.is_valid(3), problem
     (True, None)
+    >>> load_schema({"pattern": "(["}, ".")[1]
+    SchemaProblem(message='not a valid JSON Schema at pattern: "([" is not a "regex" (ECMA-262)', where=('pattern',))
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -20,24 +29,45 @@ import jsonschema_rs
 import yaml
 
 
-def load_schema(source, base_dir) -> tuple[object, str | None]:
+@dataclass(frozen=True, slots=True)
+class SchemaProblem:
+    """Why a schema is refused, and where inside the schema (a path of keys)."""
+
+    message: str
+    where: tuple = ()
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def load_schema(source, base_dir, formats=True) -> tuple[object, SchemaProblem | None]:
     """Return ``(validator, None)`` or ``(None, problem)``."""
-    schema, validator, problem = load_schema_and_source(source, base_dir)
+    schema, validator, problem = load_schema_and_source(source, base_dir, formats)
     return validator, problem
 
 
-def load_schema_and_source(source, base_dir):
-    """Return ``(schema, validator, None)`` or ``(None, None, problem)``."""
+def load_schema_and_source(source, base_dir, formats=True):
+    """Return ``(schema, validator, None)`` or ``(None, None, problem)``.
+    ``formats=False`` (``validate.formats: false``) leaves ``format`` unchecked."""
     schema, problem = _resolve(source, Path(base_dir))
     if problem:
-        return None, None, problem
+        return None, None, SchemaProblem(problem)
     problem = _check(schema)
     if problem:
         return None, None, problem
     try:
-        return schema, jsonschema_rs.validator_for(schema, retriever=_refuse), None
+        return schema, jsonschema_rs.validator_for(schema, retriever=_refuse, validate_formats=formats), None
+    except jsonschema_rs.ValidationError as exc:   # the schema against its meta-schema, patterns included
+        return None, None, _invalid(tuple(exc.instance_path), exc.message)
     except Exception as exc:  # jsonschema-rs raises ValueError and its own errors
-        return None, None, _first_line(exc)
+        return None, None, SchemaProblem(_first_line(exc))
+
+
+def _invalid(where: tuple, message: str) -> SchemaProblem:
+    if message.endswith(' is not a "regex"'):
+        message += " (ECMA-262)"
+    at = "/".join(map(str, where)) or "(root)"
+    return SchemaProblem(f"not a valid JSON Schema at {at}: {_first_line(message)}", where)
 
 
 _COERCIBLE = ("integer", "number", "boolean")
@@ -71,9 +101,18 @@ def _types(sub) -> tuple:
     return tuple(k for k in kind if isinstance(k, str)) if isinstance(kind, list) else ()
 
 
+def is_file_ref(source) -> bool:
+    """``{$ref: path}`` alone: the schema is read from that file.
+
+    >>> is_file_ref({"$ref": "schemas/order.json"}), is_file_ref({"$ref": "#/$defs/a"})
+    (True, False)
+    """
+    return (isinstance(source, dict) and set(source) == {"$ref"} and isinstance(source["$ref"], str)
+            and not source["$ref"].startswith("#"))
+
+
 def _resolve(source, base_dir):
-    if not (isinstance(source, dict) and set(source) == {"$ref"} and isinstance(source["$ref"], str)
-            and not source["$ref"].startswith("#")):
+    if not is_file_ref(source):
         return source, None
     file = base_dir / source["$ref"]
     try:
@@ -88,15 +127,21 @@ def _resolve(source, base_dir):
 
 
 def _check(schema):
+    """The schema against its draft's meta-schema, as ``check_schema`` does, but
+    leaving regexes to jsonschema-rs (Python's ``re`` is another dialect)."""
     if not isinstance(schema, (dict, bool)):
-        return "a JSON Schema must be an object"
+        return SchemaProblem("a JSON Schema must be an object")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(map(str, exc.absolute_path)) or "(root)"
-        return f"not a valid JSON Schema at {where}: {_first_line(exc.message)}"
-    return None
+    meta = cls(cls.META_SCHEMA, format_checker=_meta_formats(cls))
+    error = jsonschema.exceptions.best_match(meta.iter_errors(schema))
+    return None if error is None else _invalid(tuple(error.absolute_path), error.message)
+
+
+@cache
+def _meta_formats(cls) -> jsonschema.FormatChecker:
+    checker = jsonschema.FormatChecker(())
+    checker.checkers = {k: v for k, v in cls.FORMAT_CHECKER.checkers.items() if k != "regex"}
+    return checker
 
 
 def _refuse(uri):

@@ -149,6 +149,9 @@ VALIDATE = doc(strict({
     "query": doc(SCHEMA_SOURCE, "JSON Schema for the query parameters (an object of strings)."),
     "params": doc(SCHEMA_SOURCE, "JSON Schema for the path parameters (an object of strings)."),
     "headers": doc(SCHEMA_SOURCE, "JSON Schema for the headers (an object, lower-case names)."),
+    "formats": doc({"type": "boolean", "default": True},
+                   "Check `format` (email, date-time, uuid, ...) under every draft (default true); "
+                   "false makes `format` an annotation only."),
 }), "JSON Schemas the request must satisfy before any step runs.")
 
 
