@@ -235,8 +235,7 @@ def _slack(v, method, url, headers, body) -> _Signed:
 
 
 def _standard(v, method, url, headers, body) -> _Signed:
-    # Svix sends the same scheme as svix-id / svix-timestamp / svix-signature.
-    family = next((f for f in ("webhook-", "svix-") if f + "signature" in headers), None)
+    family = _standard_family(headers)
     if family is None:
         raise VerifyError(MISSING_HEADER, "the webhook-signature (or svix-signature) header is missing")
     value = _header(headers, family + "signature", family + "signature")
@@ -354,8 +353,22 @@ def _stripe_id(v, headers, body):
     return event.get("id") if isinstance(event, dict) else None
 
 
+def _standard_family(headers) -> str | None:
+    """``webhook-`` or ``svix-``: Svix sends the Standard Webhooks scheme as svix-id /
+    svix-timestamp / svix-signature; the family of the signature header present is the
+    one checked (webhook- when both are).
+
+    >>> _standard_family({"svix-signature": "v1,x", "webhook-id": "x1"})
+    'svix-'
+    """
+    return next((f for f in ("webhook-", "svix-") if f + "signature" in headers), None)
+
+
 def _standard_id(v, headers, body):
-    return headers.get("webhook-id") or headers.get("svix-id")
+    # The id of the family whose signature was checked: an unsigned webhook-id added to a
+    # captured svix-* request must not make it a new delivery.
+    family = _standard_family(headers)
+    return None if family is None else headers.get(family + "id")
 
 
 # --- compile time ---------------------------------------------------------------------------------

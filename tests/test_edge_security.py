@@ -359,9 +359,9 @@ PRESETS = [
     Preset("slack", sign_slack, slack_body, "SEC_SLACK_SECRET", "X-Slack-Signature",
            lambda d: {"verified": "slack", "command": "/deploy"}, True),
     Preset("standard-webhooks", sign_standard, json_body, "SEC_STANDARD_SECRET", "webhook-signature",
-           lambda d: {"verified": "standard-webhooks", "type": "order.paid"}, True, whsec(b"w" * 24)),
+           lambda d: {"verified": "standard-webhooks", "type": "order.paid", "seen": 1}, True, whsec(b"w" * 24)),
     Preset("svix", sign_svix, json_body, "SEC_STANDARD_SECRET", "svix-signature",
-           lambda d: {"verified": "standard-webhooks", "type": "order.paid"}, True, whsec(b"s" * 24)),
+           lambda d: {"verified": "standard-webhooks", "type": "order.paid", "seen": 1}, True, whsec(b"s" * 24)),
     Preset("twilio", sign_twilio, twilio_body, "SEC_TWILIO_TOKEN", "X-Twilio-Signature",
            lambda d: {"verified": "twilio", "from": "+14158675309"}),
     Preset("hmac", sign_hmac, json_body, "SEC_HMAC_SECRET", "X-Signature",
@@ -500,6 +500,19 @@ def test_concurrent_copies_of_one_delivery_run_once(server, destination):
     assert {r.status_code for r in answers} == {200}
     assert {r.content for r in answers} == {answers[0].content}
     assert destination.count(f"/record/github/{delivery}") == 1
+
+
+def test_a_svix_delivery_replayed_with_an_added_webhook_id_runs_once(server, destination):
+    # The signature covers svix-id; an unsigned webhook-id added to a captured request must
+    # not make it a new delivery (it did: the id was read from webhook-id first).
+    svix_preset = next(p for p in PRESETS if p.name == "svix")
+    signed = svix_preset.signed()
+    first = send(server, signed)
+    replayed = send(server, signed, headers={**signed.headers, "webhook-id": "x1"})
+    assert first.status_code == replayed.status_code == 200, (first.text, replayed.text)
+    assert replayed.content == first.content
+    assert first.json() == svix_preset.expect(signed.delivery)
+    assert destination.count(f"/record/standard/{signed.delivery}") == 1
 
 
 def test_a_stripe_event_signed_again_still_runs_once(server, destination):

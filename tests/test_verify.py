@@ -333,6 +333,22 @@ def test_delivery_id(case):
     assert case.verifier().delivery_id(request.headers, request.body) == case.delivery
 
 
+def test_the_standard_webhooks_delivery_id_is_the_signed_one():
+    # A captured svix-* request replayed with an added, unsigned webhook-id: the signature
+    # checked is svix-signature over svix-id, so the delivery id stays svix-id.
+    case = next(c for c in CASES if c.name == "svix")
+    request = case.sign(case.secrets[0], case.body, NOW)
+    verifier = case.verifier()
+    replayed = {**request.headers, "webhook-id": "x1"}
+    run(verifier, replace(request, headers=replayed))
+    assert verifier.delivery_id(replayed, request.body) == case.delivery
+    # with both families signed, webhook-* is the one checked, and its id counts
+    both = {**replayed, "webhook-signature": request.headers["svix-signature"],
+            "webhook-timestamp": request.headers["svix-timestamp"]}
+    assert refusal(verifier, replace(request, headers=both)).reason == "no-match"
+    assert verifier.delivery_id({"webhook-id": "x1", "svix-id": "s1"}, b"") is None
+
+
 def test_check_reads_raw_bytes_and_parses_nothing():
     # Not JSON, not UTF-8, CRLF and trailing whitespace: signed bytes are checked as they are.
     body = b"\xff\xfe not json \r\n\t "
