@@ -1,8 +1,9 @@
 """Operations on the delivery store, shared by the CLI (``hookline
 deliveries``/``hookline dlq``) and the admin HTTP endpoints.
 
-Every operation is ``async (store, **args) -> (found: bool, value)`` where
-value is JSON-like; the CLI prints it, the HTTP side serialises it.
+Every operation is ``async (store, **args) -> (found: bool, value)``: when
+found, value is JSON-like (the CLI prints it, the HTTP side serialises it);
+when not, value is the sentence saying why (standard error, or a 404's detail).
 """
 from __future__ import annotations
 
@@ -30,7 +31,27 @@ async def show(store, ident: str):
     if job is not None:
         return True, job_view(job, payload=True)
     jobs = await store.find(ident)
-    return bool(jobs), {"delivery": ident, "jobs": [job_view(j) for j in jobs]}
+    if not jobs:
+        return False, f"{ident}: no such job or delivery"
+    return True, {"delivery": ident, "jobs": [job_view(j) for j in jobs]}
+
+
+async def show_dead(store, ident: str):
+    """``show`` for the dead-letter store: a dead job by id, or the dead jobs of a delivery;
+    a job in any other state is not there."""
+    job = await store.get(ident)
+    if job is not None:
+        if job.state != "dead":
+            return False, _not_dead(ident, job.state)
+        return True, job_view(job, payload=True)
+    dead = [j for j in await store.find(ident) if j.state == "dead"]
+    if not dead:
+        return False, f"{ident}: no such dead job or delivery with dead jobs"
+    return True, {"delivery": ident, "jobs": [job_view(j) for j in dead]}
+
+
+def _not_dead(ident: str, state: str) -> str:
+    return f"{ident}: not in the dead-letter store (the job is {state}; see deliveries show)"
 
 
 async def list_jobs(store, state=None, limit=100):
@@ -38,8 +59,10 @@ async def list_jobs(store, state=None, limit=100):
 
 
 async def replay(store, ident: str):
-    done = await store.replay(ident)
-    return done, {"replayed": 1 if done else 0}
+    if await store.replay(ident):
+        return True, {"replayed": 1}
+    job = await store.get(ident)
+    return False, f"{ident}: no such job" if job is None else _not_dead(ident, job.state)
 
 
 async def replay_all(store):
@@ -83,7 +106,7 @@ async def handle_http(store, token: str, method: str, path: str, query: dict, au
         found, value = await route(store, query)
     except _BadQuery as exc:
         return 400, {"title": "Bad Request", "detail": str(exc)}
-    return (200, value) if found else (404, {"title": "Not Found", "detail": "no such job or delivery"})
+    return (200, value) if found else (404, {"title": "Not Found", "detail": value})
 
 
 def _authorized(authorization: str | None, token: str) -> bool:
@@ -103,7 +126,8 @@ def _route(method, path):
         return lambda store, q: purge(store)
     m = _DELIVERY.match(path)
     if method == "GET" and m:
-        return lambda store, q: show(store, m.group(1))
+        look = show_dead if path.startswith("/dlq/") else show
+        return lambda store, q: look(store, m.group(1))
     m = _REPLAY.match(path)
     if method == "POST" and m:
         return lambda store, q: replay(store, m.group(1))

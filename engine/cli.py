@@ -91,7 +91,7 @@ def _ops_parsers(sub):
     p.set_defaults(func=_ops, op="list", state="dead")
     p = qsub.add_parser("show", parents=[store], help="show a dead job with its payload")
     p.add_argument("id")
-    p.set_defaults(func=_ops, op="show")
+    p.set_defaults(func=_ops, op="show-dead")
     p = qsub.add_parser("replay", parents=[store], help="deliver a dead job again (or --all)")
     p.add_argument("id", nargs="?")
     p.add_argument("--all", action="store_true")
@@ -101,19 +101,22 @@ def _ops_parsers(sub):
 
 
 def _ops(args) -> int:
+    """``deliveries``/``dlq``: 0 done, 1 the id is not there (for ``dlq``: not a dead job),
+    2 wrong usage or a store that does not exist or cannot be reached."""
     import asyncio
     import json
     from . import admin
-    from .queue import open_store
+    from .queue import StoreUnavailable
 
-    async def run():
-        store = open_store(args.store)
+    async def run(store):
         await store.open()
         try:
             if args.op == "list":
                 return await admin.list_jobs(store, args.state, args.limit)
             if args.op == "show":
                 return await admin.show(store, args.id)
+            if args.op == "show-dead":
+                return await admin.show_dead(store, args.id)
             if args.op == "purge":
                 return await admin.purge(store)
             if args.all:
@@ -122,19 +125,45 @@ def _ops(args) -> int:
         finally:
             await store.close()
 
+    command = f"hookline {args.command} {args.action}"
     if args.op == "replay" and not (args.all or args.id):
-        print("hookline dlq replay: give a job id or --all", file=sys.stderr)
+        print(f"{command}: give a job id or --all", file=sys.stderr)
         return 2
-    found, value = asyncio.run(run())
+    store, problem = _existing_store(args.store)
+    if problem is None:
+        try:
+            found, value = asyncio.run(run(store))
+        except StoreUnavailable as exc:
+            problem = f"the store cannot be reached: {exc}"
+    if problem is not None:
+        print(f"{command}: --store {args.store}: {problem}", file=sys.stderr)
+        return 2
+    if not found:
+        print(f"{command}: {value}", file=sys.stderr)
+        return 1
     if args.op == "list":
         for job in value:
             print(admin.line(job))
         print(f"{len(value)} job(s)", file=sys.stderr)
     else:
         print(json.dumps(value, indent=2, ensure_ascii=False))
-    if not found:
-        print(f"hookline: {getattr(args, 'id', '')}: not found", file=sys.stderr)
-    return 0 if found else 1
+    return 0
+
+
+def _existing_store(url: str):
+    """``(store, None)``, not yet opened, or ``(None, why not)``: the commands that look into
+    a server's store never create one (a wrong path would show an empty store)."""
+    from .queue import open_store
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        return None, str(exc)
+    if url.partition(":")[0].lower() == "memory":
+        return None, "the memory: store lives inside the server process; there is nothing to read here"
+    path = getattr(store, "path", None)
+    if path is not None and not Path(path).is_file():
+        return None, f"no store at {Path(path).resolve()} (give the --store the server runs with)"
+    return store, None
 
 
 def _compile(paths, require_env=True):

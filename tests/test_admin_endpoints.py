@@ -184,6 +184,8 @@ def test_dlq_list_show_replay_one_replay_all_and_purge(dest, servers, store):
     assert [c.status for c in dest.of("dlq-1")] == [400, 200]
     assert ids(answer(call(server, "GET", "/dlq"))) == ids(dead[1:])
     problem(call(server, "POST", f"/dlq/{dead[0]['id']}/replay"), 404, "not-found")   # no longer dead
+    gone = problem(call(server, "GET", f"/dlq/{dead[0]['id']}"), 404, "not-found")      # not in the DLQ
+    assert "not in the dead-letter store (the job is done" in gone["detail"], gone
     problem(call(server, "POST", "/dlq/0123456789abcdef/replay"), 404, "not-found")
 
     assert answer(call(server, "POST", "/dlq/replay")) == {"replayed": 2}

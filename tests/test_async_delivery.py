@@ -503,8 +503,15 @@ def test_400_is_dead_lettered_with_the_reason_and_replay_delivers_it(dest, serve
     assert [c.status for c in dest.of("r400")] == [400, 200]
     assert len({c.key for c in dest.of("r400")}) == 1
     assert jobs(store, "dead") == []
+    wait_until(lambda: show(job["id"], store)["state"] == "done", 10, "the replayed job done")
+    # delivered after the replay: done, without the error it once died of
+    assert (show(job["id"], store)["last_error"], [j["last_error"] for j in jobs(store, "done")]) == ("", [""])
     out = hookline("dlq", "replay", job["id"], store=store)
     assert out.returncode == 1, "replaying a job that is not dead must say so"
+    assert out.stdout == "" and f"{job['id']}: not in the dead-letter store (the job is done" in out.stderr, out
+    out = hookline("dlq", "show", job["id"], store=store)
+    assert out.returncode == 1, "dlq show of a job that is not dead must fail"
+    assert out.stdout == "" and "not in the dead-letter store" in out.stderr, out
 
 
 def test_dlq_replay_all_and_purge(dest, servers, store):
@@ -520,6 +527,39 @@ def test_dlq_replay_all_and_purge(dest, servers, store):
     assert jobs(store, "dead") == []
     assert hookline("dlq", "show", gone["id"], store=store).returncode == 1
     assert "purged" not in dest.delivered()
+
+
+OPS = [("deliveries", "list"), ("deliveries", "show", "0123456789abcdef"), ("dlq", "list"),
+       ("dlq", "show", "0123456789abcdef"), ("dlq", "replay", "0123456789abcdef"), ("dlq", "replay", "--all"),
+       ("dlq", "purge")]
+
+
+@pytest.mark.parametrize("where", ["default", "missing-dir"])
+def test_the_store_commands_refuse_a_store_that_does_not_exist(tmp_path, where):
+    # `cd /tmp && hookline deliveries list` printed "0 job(s)", exit 0, and left a new hookline.db
+    store = [] if where == "default" else ["--store", f"sqlite:{tmp_path}/nope/jobs.db"]
+    expected = tmp_path / ("hookline.db" if where == "default" else "nope/jobs.db")
+    for args in OPS:
+        out = subprocess.run([*HOOKLINE, *args, *store], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 2, (args, out)
+        assert out.stdout == "" and f"no store at {expected}" in out.stderr, (args, out.stderr)
+    assert list(tmp_path.iterdir()) == [], "a reading command created a store"
+
+
+def test_an_unknown_id_is_an_error_on_stderr_only(sqlite_store):
+    asyncio.run(_create(sqlite_store))
+    unknown = "0123456789abcdef0123456789abcdef"
+    for args in (("deliveries", "show", unknown), ("dlq", "show", unknown), ("dlq", "replay", unknown)):
+        out = hookline(*args, store=sqlite_store)
+        assert (out.returncode, out.stdout) == (1, ""), (args, out)
+        assert out.stderr.startswith(f"hookline {args[0]} {args[1]}: {unknown}: no such "), (args, out.stderr)
+    out = hookline("deliveries", "list", store=sqlite_store)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "", "0 job(s)\n")
+
+
+async def _create(url):
+    async with open_store(url):
+        pass
 
 
 def test_deliveries_list_shows_the_oldest_first_as_its_help_says(dest, servers, store):

@@ -207,7 +207,7 @@ async def test_dead_letters_replay_and_purge(store):
     assert await store.replay(jobs[0].id) is False
     assert await store.replay("no-such-job") is False
     replayed = await store.get(jobs[0].id)
-    assert (replayed.state, replayed.attempt) == ("pending", 0) and replayed.due_at <= time.time()
+    assert (replayed.state, replayed.attempt, replayed.last_error) == ("pending", 0, "") and replayed.due_at <= time.time()
     assert await store.replay_all() == 2
     assert await store.list("dead") == []
     for leased in await lease_all(store):

@@ -146,7 +146,7 @@ class Store(Protocol):
         """Jobs (in ``state``), oldest first by ``created_at``."""
 
     async def replay(self, job_id: str) -> bool:
-        """Dead → pending, due now, attempt 0. False if not dead."""
+        """Dead → pending, due now, attempt 0, no last error. False if not dead."""
 
     async def replay_all(self) -> int: ...
 

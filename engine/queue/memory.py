@@ -112,7 +112,7 @@ class MemoryStore(StoreBase):
         job = self._jobs.get(job_id)
         if job is None or job.state != "dead":
             return False
-        self._jobs[job_id] = replace(job, state="pending", attempt=0, due_at=time.time())
+        self._jobs[job_id] = replace(job, state="pending", attempt=0, due_at=time.time(), last_error="")
         return True
 
     async def replay_all(self) -> int:

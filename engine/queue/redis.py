@@ -219,7 +219,7 @@ if ARGV[3] == '' then ids = redis.call('ZRANGE', P .. 'state:dead', 0, %d) end
 local replayed = 0
 for _, id in ipairs(ids) do
   if redis.call('HGET', jobkey(id), 'state') == 'dead' then
-    redis.call('HSET', jobkey(id), 'attempt', 0, 'due_at', ARGV[2])
+    redis.call('HSET', jobkey(id), 'attempt', 0, 'due_at', ARGV[2], 'last_error', '')
     move(id, 'dead', 'pending')
     schedule(id, NOW)
     replayed = replayed + 1

@@ -438,7 +438,7 @@ class SqliteStore(StoreBase):
         return await self._read(_count_backlog)
 
 
-_REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, due_at = ? WHERE state = 'dead'"
+_REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, last_error = '', due_at = ? WHERE state = 'dead'"
 
 
 # Operations: plain functions of a connection, run inside the writer's or reader's thread.
