@@ -39,8 +39,8 @@ from conftest import HOOKLINE, ROOT, refused, start_hookline
 from engine.queue import open_store
 
 PIPELINES = ROOT / "tests" / "pipelines" / "async"
-DELIVER, DEDUPE, RESPOND, TIMEOUT = (PIPELINES / f"{name}.yaml" for name in
-                                     ("deliver", "dedupe", "respond", "timeout"))
+DELIVER, DEDUPE, RESPOND, TIMEOUT, HELD = (PIPELINES / f"{name}.yaml" for name in
+                                           ("deliver", "dedupe", "respond", "timeout", "held"))
 REDIS = ("127.0.0.1", 6379)
 VISIBILITY_S = 8.0              # `serve --visibility-s` (default 60): longer than any call here (timeout_s: 5)
 POSTERS = 32                    # concurrent client threads
@@ -67,7 +67,7 @@ class _Recv(web.RequestHandler):
     async def post(self):
         call = self.dest.arrive(json.loads(self.request.body)["id"], self.request.headers.get("Idempotency-Key", ""))
         try:
-            await asyncio.wait_for(self.dest.gate.wait(), self.dest.hold_s)
+            await asyncio.wait_for(self.dest.passage(), self.dest.hold_s)
         except asyncio.TimeoutError:        # held long enough: "try again" keeps leases short
             status, retry_after = 503, None
         else:
@@ -94,11 +94,13 @@ class Destination:
     the next calls for ``rid`` (a status; one with Retry-After; the connection
     closed unanswered; 200 after a second), then 200. ``hold()`` keeps calls
     waiting (recorded on arrival) until ``release()``, or answers them 503
-    after ``hold_s`` when that is set. ``delay_s`` is added to every call.
+    after ``hold_s`` when that is set; ``release(budget=n)`` lets n calls pass,
+    then holds again. ``delay_s`` is added to every call.
     """
 
     def __init__(self, delay_s: float = 0.0, hold_s: float | None = None):
         self.delay_s, self.hold_s = delay_s, hold_s
+        self.budget: int | None = None      # calls the open gate still lets pass (None: any)
         self.calls: list[Call] = []
         self._plans: dict[str, list] = {}
         self._lock = threading.Lock()
@@ -135,11 +137,30 @@ class Destination:
         with self._lock:
             self._plans[rid] = list(answers)
 
+    async def passage(self):
+        """Through the gate (in the destination's loop); once a budget is spent it closes."""
+        while True:
+            await self.gate.wait()
+            if self.budget is None:
+                return
+            if self.budget > 0:
+                self.budget -= 1
+                return
+            self.gate.clear()
+
     def hold(self):
         self._loop.call_soon_threadsafe(self.gate.clear)
 
-    def release(self):
-        self._loop.call_soon_threadsafe(self.gate.set)
+    def release(self, budget: int | None = None):
+        def release():
+            self.budget = budget
+            self.gate.set()
+        self._loop.call_soon_threadsafe(release)
+
+    def held(self) -> int:
+        """Calls waiting at the gate now."""
+        with self._lock:
+            return sum(1 for c in self.calls if c.status == 0)
 
     def of(self, rid) -> list[Call]:
         with self._lock:
@@ -402,18 +423,26 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_request(
 
 def test_two_servers_on_one_redis_survivor_delivers_the_killed_ones_jobs(
         dest, servers, redis_store, record_property):
+    # Conditions, not timing: the destination lets 30 % through, then holds every call (the
+    # pipeline's call timeout, 60 s, outlasts the test's visibility, 8 s), so both delivery
+    # workers end up with their calls held and their leases standing still; one server is
+    # killed in that state, and only then are calls let through again.
     n = 1000
     dest.delay_s, dest.hold_s = 0.03, HOLD_S
     dest.hold()
-    a, b = servers([DELIVER], dest, redis_store), servers([DELIVER], dest, redis_store)
+    a, b = servers([HELD], dest, redis_store), servers([HELD], dest, redis_store)
     started = time.monotonic()
-    sent = accepted_ids(post_many([a.url + "/a/deliver", b.url + "/a/deliver"], n))
+    sent = accepted_ids(post_many([a.url + "/a/held", b.url + "/a/held"], n))
     posted = time.monotonic() - started
-    dest.release()
-    wait_until(lambda: len(dest.delivered()) >= n * 0.3, 30, "30% of the deliveries")
+    dest.hold_s = None                              # from now on a held call waits for release()
+    dest.release(budget=int(n * 0.3))
+    wait_until(lambda: len(dest.delivered()) >= n * 0.3, 60, "30% of the deliveries")
+    wait_until(lambda: len(lease_holders(redis_store)) == 2 and dest.held() >= 2, 60,
+               "both servers' delivery workers holding leased jobs, their calls held", poll=0.2)
     a.kill()
     killed, delivered_at_kill = time.monotonic(), len(dest.delivered())
     holders = lease_holders(redis_store)
+    dest.release()
     assert delivered_at_kill < n, "everything was delivered before the kill: the test proves nothing"
     assert len(holders) == 2, f"jobs leased at the kill by {holders}: the killed server held none, so no takeover"
     wait_until(lambda: done_count(redis_store) == n, VISIBILITY_S + 60, "every job done by the survivor",
