@@ -10,6 +10,8 @@ collects diagnostics; nothing here raises for an author's mistake.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -46,6 +48,7 @@ class CompileContext:
         self.ids = _collect_ids(doc.data)
         self.available: set[str] = set()
         self.templated: set[tuple] = set()
+        self.reads: set[Path] = set()   # files the pipeline reads besides its own (its version hashes them)
 
     def get(self, path):
         value = self.doc.data
@@ -119,6 +122,7 @@ class CompileContext:
                 return None if self.require_env else f"http://{part.text.lower()}.invalid/"
             return value
         file = self.base_dir / part.text
+        self.reads.add(file)
         try:
             return file.read_text().rstrip("\n")
         except (OSError, UnicodeDecodeError) as exc:
@@ -213,8 +217,28 @@ def compile_text(text: str, file: str, env=None, base_dir=None, require_env=True
                         require_env)
     pipeline = _compile(cc)
     problems = sorted(set(cc.diagnostics))
-    failed = any(d.severity == "error" for d in problems)
-    return (None if failed else pipeline), problems
+    if any(d.severity == "error" for d in problems):
+        return None, problems
+    files = tuple(sorted(str(f) for f in cc.reads))
+    return dataclasses.replace(pipeline, version=version_of(text, files, cc.base_dir), reads=files), problems
+
+
+def version_of(text: str, files, base=".") -> str:
+    """A short hash of a pipeline's text and every file it reads (schemas, ``${file:}``…):
+    12 hex digits that change when anything the compiled pipeline depends on changes.
+
+    >>> version_of("pipeline: a", ())
+    '461ca0cbdbee'
+    """
+    digest = hashlib.sha256(text.encode())
+    for name in files:
+        try:
+            content = Path(name).read_bytes()
+        except OSError:
+            content = b"\0missing"
+        relative = os.path.relpath(name, base)       # the same version whatever the directory is called
+        digest.update(b"\0" + relative.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()[:12]
 
 
 def _compile(cc):
@@ -361,6 +385,8 @@ def _path_params(cc, path) -> tuple:
 def _check(cc, part):
     path = ("validate", part)
     formats = cc.get(("validate",)).get("formats", True)
+    if is_file_ref(cc.get(path)):
+        cc.reads.add(cc.base_dir / cc.get(path)["$ref"])
     schema, validator, problem = load_schema_and_source(cc.get(path), cc.base_dir, formats)
     if problem:
         inline = not is_file_ref(cc.get(path))

@@ -189,6 +189,8 @@ class Pipeline:
     allow_ips: object = None     # dsl.access.AllowIps
     rate_limit: object = None    # dsl.access.RateLimit
     persist: object = None       # dsl.reads.Selection: what of the context a branch job keeps
+    version: str = ""            # dsl.compiler.version_of: its text and every file it reads, hashed
+    reads: tuple = ()            # the files besides its own it reads (schemas, ${file:} secrets)
 
     @property
     def durable(self) -> bool:

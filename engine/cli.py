@@ -59,6 +59,8 @@ def _parser():
     lint.add_argument("paths", nargs="+", metavar="PATH")
     lint.add_argument("--require-env", action="store_true",
                       help="a missing ${env:...} variable is an error, as for serve (default: a warning)")
+    lint.add_argument("--versions", action="store_true",
+                      help="also print each pipeline's version: <pipeline> <version> <file>, tab-separated")
     lint.set_defaults(func=_lint)
     schema = sub.add_parser("schema", help="print the editor JSON Schema of the DSL")
     schema.set_defaults(func=_schema)
@@ -181,6 +183,9 @@ def _compile(paths, require_env=True):
 def _lint(args) -> int:
     pipelines, errors = _compile(args.paths, require_env=args.require_env)
     files = len(dsl.pipeline_files([p for p in args.paths if Path(p).exists()]))
+    if args.versions:
+        for p in sorted(pipelines, key=lambda p: p.name):
+            print(f"{p.name}\t{p.version}\t{p.file}")
     if errors:
         print(f"hookline lint: {len(errors)} error(s) in {files} file(s)", file=sys.stderr)
         return 1
