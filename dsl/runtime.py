@@ -85,7 +85,8 @@ async def arun_steps(steps, ctx: Context) -> None:
 
 
 class CallError(Exception):
-    """Raised by the engine's outbound client: ``kind`` is timeout, unreachable or too-large."""
+    """Raised by the engine's outbound client: ``kind`` is timeout, unreachable, too-large, forbidden
+    or (from ``parse``, an answer that does not parse) bad-response."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)

@@ -86,7 +86,7 @@ from defusedxml.ElementTree import DefusedXMLParser
 
 from .problems import problem
 
-__all__ = ["BodyError", "NotAcceptable", "parse_body", "serialise", "negotiate",
+__all__ = ["BodyError", "NotAcceptable", "parse_body", "parse_answer", "serialise", "negotiate",
            "FORMATS", "OFFERED", "MAX_XML_DEPTH"]
 
 FORMATS = MappingProxyType({"application/json": "json", "application/xml": "xml",
@@ -131,6 +131,25 @@ def parse_body(content_type: str | None, raw: bytes, accept_raw: bool = False):
         raise BodyError(415, "unsupported-media-type", "Unsupported Media Type",
                         f"cannot read a {media[:100] or 'typeless'} body; send JSON, XML, "
                         "a form (application/x-www-form-urlencoded) or text/plain")
+    return _PARSERS[kind](raw, charset)
+
+
+def parse_answer(content_type: str | None, raw: bytes, kind: str | None = None):
+    """A destination's answer, read as a request body is; ``kind`` (json, xml, form, text)
+    forces a parser. Without a Content-Type, or with one no parser takes, it is text
+    (undecodable bytes become U+FFFD). Raises BodyError for a malformed answer.
+
+        >>> parse_answer("application/soap+xml", b"<a><b>1</b></a>")
+        {'a': {'b': '1'}}
+        >>> parse_answer("text/html", b"<p>hi</p>"), parse_answer(None, b"OK"), parse_answer("text/html", b"[]", "json")
+        ('<p>hi</p>', 'OK', [])
+    """
+    if not raw:
+        return None
+    media, found, charset = _media_of(content_type) if content_type else ("", None, None)
+    kind = kind or found
+    if kind is None:
+        return raw.decode("utf-8", "replace")
     return _PARSERS[kind](raw, charset)
 
 

@@ -15,10 +15,13 @@ import yarl
 
 from dsl.runtime import CallError
 
+from .formats import BodyError, parse_answer
+
 
 class Outbound:
     """``await request(method, url, headers, body, timeout_s, max_bytes)`` →
-    ``(status, {lower-case header: value}, body bytes)``; failures raise CallError."""
+    ``(status, {lower-case header: value}, body bytes)``; failures raise CallError.
+    ``parse(content_type, raw, kind)`` reads the answer's bytes as a request body is read."""
 
     def __init__(self, limit: int = 256, allow_hosts=()):
         self._session = None
@@ -55,6 +58,16 @@ class Outbound:
             raise CallError("timeout", f"no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise CallError("unreachable", f"destination unreachable ({type(exc).__name__})") from None
+
+    @staticmethod
+    def parse(content_type, raw: bytes, kind=None):
+        """The answer's body as a request body is read (``engine.formats.parse_answer``);
+        a malformed one raises CallError("bad-response")."""
+        try:
+            return parse_answer(content_type, raw, kind)
+        except BodyError as exc:
+            raise CallError("bad-response", exc.detail.replace("the request body", "the answer")
+                            .replace("the body", "the answer")) from None
 
     def _allowed(self, target, origin):
         host = (target.host or "").lower()

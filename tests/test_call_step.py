@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from urllib.parse import quote, unquote, urlsplit
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -22,6 +23,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from conftest import ROOT, free_port, start_hookline
+from engine.formats import parse_body
 
 PIPELINES = ROOT / "tests" / "pipelines" / "runtime" / "call"
 PROBLEM = "application/problem+json"
@@ -73,6 +75,39 @@ class _Big(web.RequestHandler):
             self.write(b"a" * size)
 
 
+SOAP_ANSWER = (b'<?xml version="1.0" encoding="utf-8"?>\n'
+               b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+               b'<soap:Body><r:PlaceOrderResponse xmlns:r="urn:test"><r:Number>SO-1</r:Number>'
+               b'<r:Total currency="EUR">12.50</r:Total></r:PlaceOrderResponse></soap:Body></soap:Envelope>')
+ANSWERS = {   # /answer/<kind> → (Content-Type or None, body)
+    "xml": ("application/xml; charset=utf-8",
+            b'<r xmlns:p="urn:p"><p:id>7</p:id><line n="1">a</line><line n="2">b</line></r>'),
+    "soap": ("text/xml; charset=utf-8", SOAP_ANSWER),
+    "vendor-xml": ("application/vnd.erp+xml", b"<ok>yes</ok>"),
+    "latin1-xml": ("text/xml; charset=iso-8859-1", "<name>Jos\u00e9</name>".encode("latin-1")),
+    "form": ("application/x-www-form-urlencoded", b"a=1&b=2&b=3&c=%C3%A9"),
+    "text": ("text/plain; charset=utf-8", "h\u00e9llo".encode()),
+    "html": ("text/html", b"<p>hi</p>"),
+    "none": (None, b"OK"),
+    "json": ("application/problem+json", b'{"a": 1}'),
+    "xml-as-text": ("text/plain", b"<r><a>1</a></r>"),
+    "bad-xml": ("application/xml", b"<r><a></r>"),
+    "bad-json": ("application/json", b"{nope"),
+    "dtd": ("application/xml", b'<!DOCTYPE r [<!ENTITY x "y">]><r>&x;</r>'),
+    "deep": ("application/xml", b"<a>" * 150 + b"</a>" * 150),
+}
+
+
+class _Answer(web.RequestHandler):
+    def get(self, kind):
+        content_type, body = ANSWERS[kind]
+        if content_type:
+            self.set_header("Content-Type", content_type)
+        else:
+            self.clear_header("Content-Type")
+        self.write(body)
+
+
 class _Ping(web.RequestHandler):
     def get(self):
         self.write({"pong": True})
@@ -103,7 +138,7 @@ class Destination:
     def _app(self):
         return web.Application([
             (r"/slow", _Slow), (r"/status/(\d+)", _Status), (r"/big/(length|chunked)", _Big),
-            (r"/ping", _Ping), (r"/.*", _Record, {"dest": self}),
+            (r"/ping", _Ping), (r"/answer/([a-z0-9-]+)", _Answer), (r"/.*", _Record, {"dest": self}),
         ])
 
     def _run(self):
@@ -290,3 +325,146 @@ def test_sequential_calls_reuse_connections(server, dest):
             assert resp.status_code == 200 and resp.json() == {"pong": True}
     opened = dest.connections - before
     assert opened <= 3, f"50 calls opened {opened} connections at the destination"
+
+
+# -- body formats ----------------------------------------------------------------------------------
+
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def sent(dest, path: str, before: int) -> dict:
+    [got] = [r for r in dest.requests[before:] if r["path"] == path]
+    return got
+
+
+def test_format_xml_sends_a_document_a_strict_parser_reads(server, dest):
+    order = {"order": {"@id": "A-1", "@xmlns": {"": "urn:shop"}, "note": "fish & chips <2>\r\n",
+                       "line": [{"sku": "X", "qty": 2}, {"sku": "Y", "qty": 1.5}], "gift": True, "memo": None}}
+    before = len(dest.requests)
+    resp = requests.post(server.url + "/c/xml", json=order, timeout=10)
+    assert resp.status_code == 200, resp.text
+    got = sent(dest, "/record/xml", before)
+    assert got["headers"]["Content-Type"] == "application/xml; charset=utf-8"
+    assert got["body"].startswith(b'<?xml version="1.0" encoding="utf-8"?>')
+    root = ElementTree.fromstring(got["body"])          # expat: any well-formedness error raises
+    assert root.tag == "{urn:shop}order" and root.get("id") == "A-1"
+    assert root.findtext("{urn:shop}note") == "fish & chips <2>\r\n"
+    assert [line.findtext("{urn:shop}qty") for line in root.iter("{urn:shop}line")] == ["2", "1.5"]
+    assert parse_body("application/xml", got["body"]) == {"order": {
+        "@xmlns": {"": "urn:shop"}, "@id": "A-1", "note": "fish & chips <2>\r\n",
+        "line": [{"sku": "X", "qty": "2"}, {"sku": "Y", "qty": "1.5"}], "gift": "true", "memo": ""}}
+
+
+def test_format_xml_builds_a_soap_envelope_with_the_authors_content_type(server, dest):
+    before = len(dest.requests)
+    resp = requests.post(server.url + "/c/soap", json={"Sku": "TEE-M", "Qty": 2}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    got = sent(dest, "/record/soap", before)
+    assert got["headers"]["Content-Type"] == "text/xml; charset=utf-8"
+    assert got["headers"]["Soapaction"] == '"urn:test#PlaceOrder"'
+    envelope = ElementTree.fromstring(got["body"])
+    assert envelope.tag == f"{{{SOAP_NS}}}Envelope"
+    assert [child.tag for child in envelope] == [f"{{{SOAP_NS}}}Header", f"{{{SOAP_NS}}}Body"]
+    order = envelope.find(f"{{{SOAP_NS}}}Body/{{urn:test}}PlaceOrder")
+    assert order.findtext("{urn:test}Sku") == "TEE-M" and order.findtext("{urn:test}Qty") == "2"
+    assert got["body"].decode().count("xmlns:soap=") == 1
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"a": 1, "b": 2}, "cannot be written as xml: an XML document has one root element"),
+    ([{"a": 1}], "cannot be written as xml: an XML document has one root element"),
+    ({"order": {"bad name": 1}}, "at /order/bad name: 'bad name' is not an XML element name"),
+    ({"order": {"lines": [[1, 2]]}}, "at /order/lines/0: a list directly inside a list"),
+    ({"order": {"x:id": 1}}, "at /order/x:id: prefix 'x' is not declared"),
+    ({"order": {"@at": {"a": 1}}}, "at /order/@at: an attribute holds text"),
+    ({"order": {"a/b~": 1}}, "at /order/a~1b~0: 'a/b~' is not an XML element name"),
+    ({"order": {"note": ["ok", "\u000b"]}}, "at /order/note/1: U+000B at character 0 cannot be written"),
+])
+def test_a_body_that_cannot_be_xml_is_422_naming_the_place_and_nothing_is_sent(server, dest, body, where):
+    before = len(dest.requests)
+    doc = assert_problem(requests.post(server.url + "/c/xml", json=body, timeout=10), 422)
+    assert doc["type"].endswith("/expression-failed") and doc["run_id"]
+    assert doc["detail"].startswith("step 'c': call.body cannot be written as xml")
+    assert where in doc["detail"]
+    assert [r for r in dest.requests[before:] if r["path"] == "/record/xml"] == []
+
+
+def test_format_form_sends_what_the_inbound_form_mapping_reads_back(server, dest):
+    before = len(dest.requests)
+    body = {"name": "Jo Ann", "tags": ["a", "b"], "n": 3, "ok": True, "skip": None, "caf\u00e9": "\u00fc&="}
+    resp = requests.post(server.url + "/c/form", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    got = sent(dest, "/record/form", before)
+    assert got["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+    assert parse_body(got["headers"]["Content-Type"], got["body"]) == {
+        "name": "Jo Ann", "tags": ["a", "b"], "n": "3", "ok": "true", "caf\u00e9": "\u00fc&="}
+    doc = assert_problem(requests.post(server.url + "/c/form", json={"a": {"b": 1}}, timeout=10), 422)
+    assert "cannot be written as form at /a: a form field holds text" in doc["detail"]
+
+
+def test_format_text_sends_the_string_as_it_is(server, dest):
+    before = len(dest.requests)
+    text = "SKU;QTY\r\nTEE-M;2\n\u00e9"
+    resp = requests.post(server.url + "/c/text", json={"text": text}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    plain, csv_ = sent(dest, "/record/text-plain", before), sent(dest, "/record/text-csv", before)
+    assert plain["headers"]["Content-Type"] == "text/plain; charset=utf-8"
+    assert csv_["headers"]["Content-Type"] == "text/csv; charset=utf-8"
+    assert plain["body"] == csv_["body"] == text.encode()
+    doc = assert_problem(requests.post(server.url + "/c/text", json={"text": ["a"]}, timeout=10), 422)
+    assert "call.format text sends a string, not a list" in doc["detail"]
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, body", [
+    ("xml", {"r": {"@xmlns": {"p": "urn:p"}, "id": "7",
+                   "line": [{"@n": "1", "#text": "a"}, {"@n": "2", "#text": "b"}]}}),
+    ("soap", {"Envelope": {"@xmlns": {"soap": SOAP_NS}, "Body": {"PlaceOrderResponse": {
+        "@xmlns": {"r": "urn:test"}, "Number": "SO-1", "Total": {"@currency": "EUR", "#text": "12.50"}}}}}),
+    ("vendor-xml", {"ok": "yes"}),
+    ("latin1-xml", {"name": "Jos\u00e9"}),
+    ("form", {"a": "1", "b": ["2", "3"], "c": "\u00e9"}),
+    ("text", "h\u00e9llo"),
+    ("html", "<p>hi</p>"),
+    ("none", "OK"),
+    ("json", {"a": 1}),
+    ("xml-as-text", "<r><a>1</a></r>"),
+])
+def test_an_answer_is_read_by_its_content_type_as_request_bodies_are(server, kind, body):
+    resp = get(server, f"/c/answer/{kind}")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"status": 200, "body": body}
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("bad-xml", "the answer is not well-formed XML: mismatched tag"),
+    ("bad-json", "the answer is not valid JSON"),
+    ("dtd", "DTDs, entity declarations and external references are refused"),
+    ("deep", "elements nested deeper than 100"),
+])
+def test_an_answer_that_does_not_parse_is_502_not_500(server, kind, says):
+    doc = assert_problem(get(server, f"/c/answer/{kind}"), 502)
+    assert doc["type"].endswith("/bad-gateway") and doc["title"] == "Unreadable destination answer"
+    assert doc["detail"].startswith("step 'c': ") and says in doc["detail"], doc["detail"]
+
+
+def test_an_unreadable_answer_with_on_error_continue_is_an_output(server):
+    resp = get(server, "/c/answer-continue/bad-json")
+    assert resp.status_code == 503, resp.text
+    assert resp.json() == {"error": "bad-response", "status": 200, "body": None}
+    assert get(server, "/c/answer-continue/json").json() == {"body": {"a": 1}}
+
+
+@pytest.mark.parametrize("kind, status, body", [
+    ("xml-as-text", 200, {"body": {"r": {"a": "1"}}}),
+    ("html", 200, {"body": {"p": "hi"}}),
+    ("none", 502, None),
+])
+def test_response_format_forces_the_parser(server, kind, status, body):
+    resp = get(server, f"/c/answer-forced/{kind}")
+    assert resp.status_code == status, resp.text
+    if body is not None:
+        assert resp.json() == body
+    else:
+        assert "not well-formed XML" in assert_problem(resp, 502)["detail"]

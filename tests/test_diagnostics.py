@@ -43,7 +43,7 @@ REQUIRED_CODES = {
     "unknown-function", "bad-arity", "bad-expression", "step-not-run", "unknown-step",
     "duplicate-step", "bad-step", "bad-branch", "url-authority-from-request", "bad-url",
     "missing-env", "substitution-not-allowed", "bad-schema", "bad-path", "empty-file",
-    "unreadable",
+    "unreadable", "content-type-mismatch",
 }
 
 

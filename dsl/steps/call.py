@@ -8,9 +8,14 @@
         body: steps.order
         timeout_s: 5
 
+``format`` (json, xml, form, text; default json) says how ``body`` is written
+(``dsl.bodies``) and sets the Content-Type; a ``headers`` Content-Type that
+contradicts it is a load-time error (``content-type-mismatch``).
+
 The output (``steps.stock``) is ``{status, headers, body}``: headers with
-lower-case names, the body parsed when the destination answers JSON, else
-text. A destination that cannot be reached, times out or answers 5xx ends the
+lower-case names, the body read by its Content-Type as a request body is (JSON,
+XML, form, text; ``response_format`` forces one), other types as text; an answer
+that does not parse fails like a 5xx (``error: "bad-response"``). A destination that cannot be reached, times out or answers 5xx ends the
 request with 502/504, unless ``on_error: continue``: then the output has
 ``status`` 0 (or the 5xx), ``body`` null and ``error`` saying what happened,
 for a later ``route`` to act on. 4xx answers are outputs, to route on.
@@ -27,9 +32,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
-import orjson
-
-from ..runtime import CallError, DeliveryFailed, StepFailed, dumps_json, evaluate
+from ..bodies import CONTENT_TYPES, FORMATS, WRITERS, Unwritable, fits
+from ..runtime import CallError, DeliveryFailed, StepFailed, evaluate
 from ..spec import METHODS, doc, expression, strict
 from ..templates import to_text
 
@@ -48,7 +52,14 @@ SCHEMA = doc(strict({
                  "Query parameters: name → expression (a list value repeats the parameter)."),
     "headers": doc({"type": "object", "additionalProperties": {"type": "string"}},
                    "Request headers: name → text; `${env:…}`, `${file:…}` and `{expression}` allowed."),
-    "body": expression("Request body, sent as JSON."),
+    "body": expression("Request body, written as `format` says."),
+    "format": doc({"type": "string", "enum": list(FORMATS), "default": "json"},
+                  "How `body` is written, with its Content-Type: `json` (default), `xml` (the inverse of "
+                  "the inbound XML mapping), `form` (application/x-www-form-urlencoded) or `text` "
+                  "(a string as it is)."),
+    "response_format": doc({"type": "string", "enum": list(FORMATS)},
+                           "Read the answer as this format whatever its Content-Type (default: by "
+                           "its Content-Type, other types as text)."),
     "timeout_s": doc({"type": "number", "exclusiveMinimum": 0, "default": DEFAULT_TIMEOUT_S},
                      "Total time allowed for the call, in seconds (default 10); then 504."),
     "on_error": doc({"type": "string", "enum": ["fail", "continue"], "default": "fail"},
@@ -77,6 +88,9 @@ class Call:
     max_bytes: int
     where: str
     redirects: int = 0
+    format: str = "json"
+    content_type: str | None = CONTENT_TYPES["json"]   # None: call.headers sets it
+    parse_as: str | None = None                         # call.response_format
     is_async = True
 
     def run(self, ctx):  # pragma: no cover - the runner always awaits arun
@@ -94,7 +108,12 @@ class Call:
             ctx.steps[self.id] = self._failed(ctx, "status", status, f"destination answered {status}",
                                               rheaders.get("retry-after"))
             return
-        ctx.steps[self.id] = {"status": status, "headers": rheaders, "body": _parse(rheaders, raw)}
+        try:
+            body = ctx.http.parse(rheaders.get("content-type"), raw, self.parse_as)
+        except CallError as exc:
+            ctx.steps[self.id] = self._failed(ctx, exc.kind, status, exc.detail)
+            return
+        ctx.steps[self.id] = {"status": status, "headers": rheaders, "body": body}
 
     def _request(self, ctx):
         data = ctx.data
@@ -103,15 +122,22 @@ class Call:
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query)
         headers = {name: _one_line(t.render(data)) for name, t in self.headers}
-        named = {name.lower() for name in headers}
-        if ctx.job and "idempotency-key" not in named:
+        if ctx.job and not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = f"{ctx.job}.{self.id}"
         body = None
         if self.body is not None:
-            body = dumps_json(evaluate(self.body, ctx, self.where))
-            if "content-type" not in named:
-                headers["Content-Type"] = "application/json"
+            body = self._write(evaluate(self.body, ctx, self.where))
+            if self.content_type:
+                headers["Content-Type"] = self.content_type
         return url, headers, body
+
+    def _write(self, value) -> bytes:
+        try:
+            return WRITERS[self.format](value)
+        except Unwritable as exc:
+            at = f" at {exc.pointer}" if exc.pointer else ""
+            raise StepFailed(422, "Not serialisable",
+                             f"{self.where}: call.body cannot be written as {self.format}{at}: {exc.message}") from None
 
     def _failed(self, ctx, kind, status, detail, retry_after=None):
         if ctx.job and self.fail:
@@ -119,9 +145,12 @@ class Call:
             raise DeliveryFailed(retryable, f"{self.where}: {detail}", _seconds(retry_after))
         if self.fail:
             code = 504 if kind == "timeout" else 502
-            title = "Destination timed out" if kind == "timeout" else "Destination failed"
+            title = _TITLES.get(kind, "Destination failed")
             raise StepFailed(code, title, f"{self.where}: {detail}")
         return {"status": status, "headers": {}, "body": None, "error": kind}
+
+
+_TITLES = {"timeout": "Destination timed out", "bad-response": "Unreadable destination answer"}
 
 
 def _seconds(value) -> float | None:
@@ -146,30 +175,44 @@ def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-def _parse(headers, raw: bytes):
-    ctype = headers.get("content-type", "")
-    if "json" in ctype:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return raw.decode("utf-8", "replace") if raw else None
-
-
 def compile(cc, path, step_id):
     spec = cc.get(path + (KEY,))
     base = path + (KEY,)
     body = cc.expr(base + ("body",)) if "body" in spec else None
+    headers = tuple((k, cc.template(base + ("headers", k), url=False)) for k in spec.get("headers", {}))
+    fmt = spec.get("format", "json")
+    typed = [(name, t) for name, t in headers if name.lower() == "content-type"]
+    for name, template in typed:
+        _check_content_type(cc, base + ("headers", name), template, fmt, "format" in spec)
     return Call(
         id=step_id,
         method=spec.get("method") or ("POST" if "body" in spec else "GET"),
         url=cc.template(base + ("url",), url=True),
         query=tuple((k, cc.expr(base + ("query", k))) for k in spec.get("query", {})),
-        headers=tuple((k, cc.template(base + ("headers", k), url=False)) for k in spec.get("headers", {})),
+        headers=headers,
         body=body,
         timeout_s=float(spec.get("timeout_s", DEFAULT_TIMEOUT_S)),
         fail=spec.get("on_error", "fail") == "fail",
         max_bytes=int(spec.get("max_response_bytes", DEFAULT_MAX_RESPONSE)),
         where=cc.where(path, step_id),
         redirects=int(spec.get("follow_redirects", 0)),
+        format=fmt,
+        content_type=None if typed else CONTENT_TYPES[fmt],
+        parse_as=spec.get("response_format"),
     )
+
+
+def _check_content_type(cc, path, template, fmt: str, explicit: bool) -> None:
+    """A fixed Content-Type must agree with call.format (one with {expression} is the author's)."""
+    if template is None or not template.is_static:
+        return
+    value = template.render({})
+    if not fits(fmt, value):
+        which = f"call.format {fmt}" + ("" if explicit else " (the default)")
+        better = next(f for f in ("json", "xml", "form", "text") if fits(f, value))
+        cc.error(path, "content-type-mismatch",
+                 f"Content-Type {value!r} contradicts {which}, which writes {_WRITES[fmt]}; "
+                 f"set format: {better} to send {_WRITES[better]}, or drop the header")
+
+
+_WRITES = {"json": "JSON", "xml": "XML", "form": "a form", "text": "a string as it is"}
