@@ -20,6 +20,13 @@ All state is in memory and starts from the seed below on every start.
          body {invoice, ...} (what stripe-invoice-to-erp sends), recorded by invoice:
          201 {"payment_id": "pay-<n>"}
          409 {"error": "invoice already paid", "payment_id": ...} for another key, same invoice
+    POST /erp/soap/orders                   SOAP 1.1 sales orders: needs Authorization: Bearer demo-erp-token,
+         Content-Type text/xml, SOAPAction "urn:demo-erp#PlaceOrder" and an envelope (read with a strict
+         XML parser) whose Body holds {urn:demo-erp}PlaceOrder with OrderRef, Currency and Line elements
+         (attribute sku, child Qty); answers text/xml, a PlaceOrderResponse with OrderNumber
+         (SO-<000001>, the same again for the same OrderRef), Status accepted, LineCount and
+         Total (attribute currency), or Status rejected and a Reason for an unknown SKU or currency;
+         a malformed envelope or a wrong header is a 500 SOAP Client fault, as SOAP 1.1 says
     GET  /erp/payments/{invoice}            needs Authorization: Bearer demo-erp-token
          200 {"payment_id", "payment": <the body booked>, "deliveries": <POSTs for it, replays
          included>}; 404 {"error": "no payment for this invoice"}
@@ -42,8 +49,11 @@ import asyncio
 import datetime
 import json
 import signal
+from xml.etree import ElementTree
 
 import tornado.web
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as read_xml
 
 ERP_TOKEN, BO_TOKEN = "demo-erp-token", "demo-bo-token"
 CORPUS_SKUS = ("SKU2006-001", "LENS-PROTECT-2YR", "CASE-LEATHER-PREM", "SKU2006-020", "SKU2006-035")
@@ -62,6 +72,7 @@ class State:
         self.documents: dict[str, int] = {}        # store → last document counter
         self.payments: dict[str, dict] = {}        # invoice → {payment_id, payment, deliveries}
         self.replies: dict[tuple, tuple] = {}      # (endpoint, Idempotency-Key) → (status, body)
+        self.sales_orders: dict[str, tuple] = {}   # SOAP OrderRef → (number, answer fields)
 
 
 class JsonHandler(tornado.web.RequestHandler):
@@ -186,6 +197,88 @@ class Sales(JsonHandler):
         return 201, {"document_number": f"BO-{store}-{number:06d}"}
 
 
+SOAP, ERP_NS = "http://schemas.xmlsoap.org/soap/envelope/", "urn:demo-erp"
+
+
+class SoapFault(Exception):
+    """A SOAP 1.1 Client fault: the request was not what the ERP takes."""
+
+
+class SoapOrders(tornado.web.RequestHandler):
+    """The SOAP ERP: reads the envelope with a strict parser (defusedxml over expat: a well-formedness
+    or namespace error, a DTD or an entity is a fault) and answers a SOAP envelope."""
+
+    def initialize(self, state: State):
+        self.state = state
+
+    def post(self):
+        try:
+            order = self.place_order()
+        except SoapFault as fault:
+            self.reply(500, self.envelope(_fault(str(fault))))
+            return
+        self.reply(200, self.envelope(_response(self.book(order))))
+
+    def place_order(self) -> ElementTree.Element:
+        headers = self.request.headers
+        if headers.get("Authorization") != f"Bearer {ERP_TOKEN}":
+            raise SoapFault("missing or wrong bearer token")
+        if headers.get("Content-Type", "").partition(";")[0].strip() != "text/xml":
+            raise SoapFault("SOAP 1.1 wants Content-Type: text/xml")
+        if headers.get("SOAPAction") != f'"{ERP_NS}#PlaceOrder"':
+            raise SoapFault(f'unknown SOAPAction; send "{ERP_NS}#PlaceOrder"')
+        try:
+            envelope = read_xml(self.request.body, forbid_dtd=True)
+        except (ElementTree.ParseError, DefusedXmlException) as exc:
+            raise SoapFault(f"the envelope is not well-formed XML: {exc}") from None
+        order = envelope.find(f"{{{SOAP}}}Body/{{{ERP_NS}}}PlaceOrder")
+        if envelope.tag != f"{{{SOAP}}}Envelope" or order is None or not order.findtext(f"{{{ERP_NS}}}OrderRef"):
+            raise SoapFault("expected soap:Envelope/soap:Body/PlaceOrder with an OrderRef")
+        return order
+
+    def book(self, order) -> dict:
+        ref, currency = order.findtext(f"{{{ERP_NS}}}OrderRef"), order.findtext(f"{{{ERP_NS}}}Currency")
+        if ref in self.state.sales_orders:
+            return self.state.sales_orders[ref]
+        lines = [(line.get("sku"), line.findtext(f"{{{ERP_NS}}}Qty") or "") for line in order.iter(f"{{{ERP_NS}}}Line")]
+        unknown = [sku or "(none)" for sku, qty in lines if sku not in PRICES_EUR or not qty.isdigit()]
+        if currency not in RATES or unknown or not lines:
+            reason = f"unknown currency {currency}" if currency not in RATES else \
+                f"unknown SKU or quantity: {', '.join(unknown)}" if unknown else "no lines"
+            return {"Status": "rejected", "Reason": reason}
+        total = sum(int(qty) * round(PRICES_EUR[sku] * RATES[currency], 2) for sku, qty in lines)
+        answer = {"OrderNumber": f"SO-{len(self.state.sales_orders) + 1:06d}", "Status": "accepted",
+                  "LineCount": str(len(lines)), "Total": (f"{total:.2f}", {"currency": currency})}
+        self.state.sales_orders[ref] = answer
+        return answer
+
+    def envelope(self, body: ElementTree.Element) -> bytes:
+        envelope = ElementTree.Element(f"{{{SOAP}}}Envelope")
+        ElementTree.SubElement(envelope, f"{{{SOAP}}}Body").append(body)
+        return ElementTree.tostring(envelope, encoding="utf-8", xml_declaration=True)
+
+    def reply(self, status: int, xml: bytes) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/xml; charset=utf-8")
+        self.finish(xml)
+
+
+def _fault(text: str) -> ElementTree.Element:
+    fault = ElementTree.Element(f"{{{SOAP}}}Fault")
+    ElementTree.SubElement(fault, "faultcode").text = "soap:Client"
+    ElementTree.SubElement(fault, "faultstring").text = text
+    return fault
+
+
+def _response(fields: dict) -> ElementTree.Element:
+    """``{"Total": ("12.00", {"currency": "EUR"}), "Status": "accepted"}`` → a PlaceOrderResponse."""
+    response = ElementTree.Element(f"{{{ERP_NS}}}PlaceOrderResponse")
+    for name, value in fields.items():
+        text, attributes = value if isinstance(value, tuple) else (value, {})
+        ElementTree.SubElement(response, f"{{{ERP_NS}}}{name}", attributes).text = text
+    return response
+
+
 def make_app(state: State | None = None) -> tornado.web.Application:
     state = state or State()
     erp, bo = dict(state=state, token=ERP_TOKEN), dict(state=state, token=BO_TOKEN)
@@ -194,6 +287,7 @@ def make_app(state: State | None = None) -> tornado.web.Application:
         (r"/erp/shops/([^/]+)/reservations", Reservations, erp),
         (r"/erp/payments", Payments, erp),
         (r"/erp/payments/([^/]+)", Payment, erp),
+        (r"/erp/soap/orders", SoapOrders, dict(state=state)),
         (r"/pricing/prices/([^/]+)", Prices, dict(state=state)),
         (r"/backoffice/stores/([^/]+)/sales", Sales, bo),
     ], log_function=_no_access_log)

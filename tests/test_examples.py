@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import time
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -108,6 +109,72 @@ def test_malformed_json_is_400(examples_server):
                          headers={"Content-Type": "application/json"}, timeout=10)
     assert resp.status_code == 400
     assert resp.headers["Content-Type"] == PROBLEM
+
+
+# order-to-soap-erp
+
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def post_sales_order(server, order, shop="demo-shop"):
+    return requests.post(f"{server.url}/hooks/shopify/{shop}/sales-orders", json=order, timeout=10)
+
+
+def test_order_becomes_a_sales_order_in_the_soap_erp(examples_server):
+    order = an_order(currency="EUR")
+    resp = post_sales_order(examples_server, order)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert re.fullmatch(r"SO-\d{6}", body["erp_order"]) and resp.headers["X-Erp-Order"] == body["erp_order"]
+    total = sum(float(line["price"]) * line["quantity"] for line in order["line_items"])
+    assert body == {"order": order["id"], "erp_order": body["erp_order"], "lines": len(order["line_items"]),
+                    "total": round(total, 2), "currency": "EUR"}
+
+
+def test_redelivered_order_keeps_its_sales_order_number(examples_server):
+    order = an_order()
+    first, again = post_sales_order(examples_server, order), post_sales_order(examples_server, order)
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.json() == first.json() and first.json()["currency"] == "USD"
+
+
+def test_sales_order_the_erp_rejects_is_422_with_its_reason(examples_server):
+    order = an_order()
+    order["line_items"][2]["sku"] = "NO-SUCH-SKU & <CO>"        # escaped on the way out, read back
+    resp = post_sales_order(examples_server, order)
+    assert resp.status_code == 422, resp.text
+    assert resp.json() == {"error": "erp_rejected", "order": order["id"],
+                           "reason": "unknown SKU or quantity: NO-SUCH-SKU & <CO>"}
+
+
+ENVELOPE = ('<soap:Envelope xmlns:soap="%s"><soap:Body><PlaceOrder xmlns="urn:demo-erp">'
+            '<OrderRef>r-1</OrderRef><Currency>EUR</Currency><Line sku="SKU2006-001"><Qty>2</Qty></Line>'
+            '</PlaceOrder></soap:Body></soap:Envelope>') % SOAP_NS
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"urn:demo-erp#PlaceOrder"',
+                **ERP_AUTH}
+
+
+@pytest.mark.parametrize("body, headers, fault", [
+    (ENVELOPE, {}, None),
+    (ENVELOPE.replace("</Qty>", ""), {}, "not well-formed"),
+    (ENVELOPE.replace(' xmlns:soap="%s"' % SOAP_NS, ""), {}, "not well-formed"),      # unbound prefix
+    ('<!DOCTYPE x [<!ENTITY e "x">]>' + ENVELOPE, {}, "not well-formed"),
+    (ENVELOPE, {"SOAPAction": "PlaceOrder"}, "unknown SOAPAction"),
+    (ENVELOPE, {"Content-Type": "application/json"}, "text/xml"),
+    (ENVELOPE, {"Authorization": "Bearer nope"}, "bearer token"),
+])
+def test_the_demo_soap_erp_reads_envelopes_strictly(demo_destination, body, headers, fault):
+    resp = requests.post(f"{demo_destination.url}/erp/soap/orders", data=body.encode(),
+                         headers={**SOAP_HEADERS, **headers}, timeout=10)
+    assert resp.headers["Content-Type"] == "text/xml; charset=utf-8"
+    answer = ElementTree.fromstring(resp.content)
+    if fault is None:
+        assert resp.status_code == 200
+        assert answer.findtext(f"{{{SOAP_NS}}}Body/{{urn:demo-erp}}PlaceOrderResponse/{{urn:demo-erp}}Status") \
+            == "accepted"
+    else:
+        assert resp.status_code == 500
+        assert fault in answer.findtext(f"{{{SOAP_NS}}}Body/{{{SOAP_NS}}}Fault/faultstring")
 
 
 # price-lookup
