@@ -95,7 +95,7 @@ async def handle_http(store, token: str, method: str, path: str, query: dict, au
                       openapi=None):
     """One admin request → ``(status, JSON-like body)``; the caller writes it. ``openapi`` is the
     served pipelines' OpenAPI document (``GET /openapi.json``)."""
-    if not _authorized(authorization, token):
+    if not authorized(authorization, token):
         return 401, {"title": "Unauthorized", "detail": "send Authorization: Bearer <HOOKLINE_ADMIN_TOKEN>"}
     if method == "GET" and path == "/openapi.json" and openapi is not None:
         return 200, openapi
@@ -109,7 +109,7 @@ async def handle_http(store, token: str, method: str, path: str, query: dict, au
     return (200, value) if found else (404, {"title": "Not Found", "detail": value})
 
 
-def _authorized(authorization: str | None, token: str) -> bool:
+def authorized(authorization: str | None, token: str) -> bool:
     """``Bearer <token>``, the scheme in any case (RFC 9110), the token compared in constant time."""
     scheme, _, given = (authorization or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())

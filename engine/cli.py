@@ -48,6 +48,11 @@ def _parser():
     serve.add_argument("--admin-prefix", metavar="PATH",
                        help="serve the admin JSON endpoints under PATH (e.g. /_hookline); off by default; "
                             "needs HOOKLINE_ADMIN_TOKEN in the environment")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="also serve /metrics, /health/live and /health/ready on this port, without a "
+                            "token (bound on --host); metrics are counted when this or --admin-prefix is set")
+    serve.add_argument("--log-format", default="text", choices=("text", "json"),
+                       help="log lines on standard error as text (default) or one JSON object each")
     serve.add_argument("--allow-hosts", default="", metavar="HOST,...",
                        help="restrict call destinations (and redirects) to these hosts; default: any host "
                             "written in the pipelines")
@@ -207,7 +212,7 @@ def _serve(args) -> int:
     except ValueError as exc:
         print(f"hookline serve: --loop: {exc}", file=sys.stderr)
         return 2
-    configure_logging()
+    access = configure_logging(args.log_format)
 
     def ready(sockets):
         port = sockets[0].getsockname()[1]
@@ -237,7 +242,7 @@ def _serve(args) -> int:
     return serve(pipelines, args.host, args.port, args.workers, args.shutdown_timeout, ready=ready,
                  store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
                  admin=admin, trusted=trusted, delivery_workers=args.delivery_workers,
-                 delivery_nice=args.delivery_nice, loop=loop,
+                 delivery_nice=args.delivery_nice, loop=loop, metrics_port=args.metrics_port, access=access,
                  allow_hosts=tuple(h.strip() for h in args.allow_hosts.split(",") if h.strip()))
 
 

@@ -21,6 +21,8 @@ from dsl.reads import missing
 from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
 from .durable import KEPT, Outage
+from .logs import fields, iso_time
+from .metrics import OFF
 from .queue import StoreUnavailable
 
 log = logging.getLogger("hookline.delivery")
@@ -93,11 +95,11 @@ class Deliverer:
     """Leases jobs and runs their branches, ``concurrency`` at a time; ``run()`` until ``stop()``."""
 
     def __init__(self, store, pipelines, outbound, *, concurrency=64, visibility_s=60.0,
-                 poll_s=0.5, rng=random.uniform, outage=None):
-        self.store, self.outbound = store, outbound
-        self.branches = {(p.name, b.id): b for p in pipelines for b in p.branches}
+                 poll_s=0.5, rng=random.uniform, outage=None, metrics=OFF):
+        self.store, self.outbound, self.metrics = store, outbound, metrics
+        self.branches = {(p.name, b.id): b for p in metrics.instrument(pipelines) for b in p.branches}
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.outage = outage or Outage(log)
+        self.outage = outage or Outage(log, metrics)
         self.concurrency, self.visibility_s, self.poll_s = concurrency, visibility_s, poll_s
         self.rng = rng
         self.running: set = set()
@@ -158,34 +160,44 @@ class Deliverer:
             await self.store.dead(job, _not_kept(job, gap))
             return
         ctx = Context(data, http=self.outbound, job=job.id)
+        began = time.perf_counter()
         try:
             await arun_steps(branch.steps, ctx)
         except DeliveryFailed as exc:
-            await self._failed(job, branch, exc.retryable, exc.detail, exc.retry_after)
+            await self._failed(job, branch, exc.retryable, exc.detail, began, exc.retry_after)
             return
         except StepFailed as exc:
-            await self._failed(job, branch, False, exc.detail)
+            await self._failed(job, branch, False, exc.detail, began)
             return
         except Exception as exc:
             log.exception("job %s: unexpected failure", job.id)
-            await self._failed(job, branch, True, f"unexpected failure ({type(exc).__name__})")
+            await self._failed(job, branch, True, f"unexpected failure ({type(exc).__name__})", began)
             return
+        self.metrics.delivered(job.pipeline, job.branch, "done", time.perf_counter() - began)
         await self.store.complete(job)
 
-    async def _failed(self, job, branch, retryable, detail, retry_after=None):
+    async def _failed(self, job, branch, retryable, detail, began, retry_after=None):
+        """Dead-letter or retry the job; one log line either way (``detail`` is the step's
+        client-safe text: never a body or a credential)."""
         attempt = job.attempt + 1
         age = time.time() - job.created_at
-        if not retryable:
-            log.warning("job %s dead: %s", job.id, detail)
-            await self.store.dead(job, detail)
-        elif branch.retry.gives_up(attempt, age):
-            log.warning("job %s dead after %d attempts: %s", job.id, attempt, detail)
-            await self.store.dead(job, f"{branch.retry.why_dead(attempt, age)}: {detail}")
-        else:
-            delay = branch.retry.next_delay(attempt, self.rng)
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, branch.retry.max_s))
-            await self.store.retry(job, time.time() + delay, detail)
+        facts = dict(pipeline=job.pipeline, branch=job.branch, job=job.id, delivery=job.delivery,
+                     attempt=attempt, error=detail)
+        if not retryable or branch.retry.gives_up(attempt, age):
+            why = f"{branch.retry.why_dead(attempt, age)}: {detail}" if retryable else detail
+            self.metrics.delivered(job.pipeline, job.branch, "dead", time.perf_counter() - began)
+            log.warning("job %s dead after %d attempt(s): %s", job.id, attempt, why,
+                        extra=fields(**facts, outcome="dead", reason=why))
+            await self.store.dead(job, why)
+            return
+        delay = branch.retry.next_delay(attempt, self.rng)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, branch.retry.max_s))
+        due = time.time() + delay
+        self.metrics.delivered(job.pipeline, job.branch, "retry", time.perf_counter() - began)
+        log.warning("job %s attempt %d failed: %s; next try at %s (in %.1f s)", job.id, attempt, detail,
+                    iso_time(due), delay, extra=fields(**facts, outcome="retry", next_try_at=iso_time(due)))
+        await self.store.retry(job, due, detail)
 
     async def stop(self, timeout: float) -> None:
         """Stop leasing, let running attempts finish (bounded), release leases."""

@@ -91,12 +91,15 @@ class Outage:
     ['store unavailable: sqlite: database or disk is full (since the last such line: 1 request(s) answered 503)', 'store available again (since the last such line: 1 backlog check(s), 1 request(s) answered 503)']
     """
 
-    def __init__(self, logger=None):
+    def __init__(self, logger=None, metrics=None):
         self.log = log if logger is None else logger
+        self.metrics = metrics      # engine.metrics: each failure counts in hookline_store_errors_total
         self.down, self.last, self.counts = False, -math.inf, {}
 
     def note(self, exc, what: str) -> None:
         self.down = True
+        if self.metrics is not None:
+            self.metrics.store_error()
         self.counts[what] = self.counts.get(what, 0) + 1
         now = time.monotonic()
         if now - self.last >= OUTAGE_LOG_S:
@@ -128,12 +131,26 @@ def new_id() -> str:
     >>> len(a), a[:12] <= b[:12], a != b
     (32, True, True)
     """
+    return f"{time.time_ns() // 1_000_000:012x}{_random_hex(10)}"
+
+
+def new_run_id() -> str:
+    """16 random hex digits naming one request in the log and in its problem document,
+    from the same buffer as :func:`new_id`.
+
+    >>> len(new_run_id()), new_run_id() != new_run_id()
+    (16, True)
+    """
+    return _random_hex(8)
+
+
+def _random_hex(n: int) -> str:
     global _random, _taken
-    if _taken >= len(_random):
+    if _taken + n > len(_random):
         _random, _taken = os.urandom(4000), 0
     start = _taken
-    _taken += 10
-    return f"{time.time_ns() // 1_000_000:012x}{_random[start:_taken].hex()}"
+    _taken += n
+    return _random[start:_taken].hex()
 
 
 def _forget_random() -> None:
@@ -156,6 +173,7 @@ async def handle_durable(exchange, ctx) -> None:
         return
     running = _RUNNING.get(key)
     if running is not None:
+        exchange.app.metrics.dedupe_hit(exchange.pipeline.name)
         exchange.send(*await asyncio.shield(running))
         return
     future = _RUNNING[key] = asyncio.get_running_loop().create_future()
@@ -183,6 +201,7 @@ async def _claimed(exchange, ctx, key):
         exchange.app.outage.note(exc, REFUSED)
         return _send(exchange, unavailable("the request could not be checked for duplicates; retry later"))
     if stored is not None:
+        exchange.app.metrics.dedupe_hit(exchange.pipeline.name)
         return _send(exchange, _decode(stored) if stored else await _first_answer(exchange.app, key))
     committed = False
     try:
@@ -238,6 +257,7 @@ async def _handle(exchange, ctx, key):
     if app.outage.down:
         app.outage.recovered()
     if stored is False:          # the claim had expired and another copy committed: answer as it did
+        app.metrics.dedupe_hit(pipeline.name)
         return _send(exchange, await _stored(app, key) or answer), True
     _nudged(app, jobs)
     return _send(exchange, answer), True
@@ -255,6 +275,8 @@ def _jobs_and_answer(exchange, ctx):
     so there is no delivery to look up)."""
     delivery = new_id()
     jobs = _jobs(exchange.pipeline, ctx, delivery)
+    if jobs:
+        exchange.delivery = delivery         # for the access line
     default = None
     if exchange.pipeline.branches:
         default = _accepted(delivery if jobs else None, exchange.app.admin)

@@ -29,12 +29,13 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from . import metrics
+from .ops import metrics_app
 from .outbound import Outbound
 from .server import App
 
@@ -45,14 +46,34 @@ DELIVERY_NICE = 19      # delivery workers' niceness relative to the HTTP worker
 def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: float = 10.0,
           ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
           visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=(),
-          delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE, loop: str = "asyncio") -> int:
+          delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE, loop: str = "asyncio",
+          metrics_port: int | None = None, access=None) -> int:
+    """Serve until SIGTERM. Metrics are counted when the admin endpoints are on or
+    ``metrics_port`` is given (engine/metrics.py); ``access`` (engine.logs.AccessLog) writes
+    one line per request."""
     run = runner(resolve_loop(loop))
+    counted = admin is not None or metrics_port is not None
+    directory = metrics.private_dir() if counted else None
+    if directory is not None:
+        metrics.enable(directory)       # before the sockets: no client waits for the import
+    try:
+        return _serve(pipelines, host, port, workers, delivery_workers, delivery_nice, run, ready, metrics_port,
+                      counted, shutdown_timeout=shutdown_timeout, store_url=store_url, max_backlog=max_backlog,
+                      visibility_s=visibility_s, admin=admin, trusted=trusted, allow_hosts=allow_hosts,
+                      access=access)
+    finally:
+        if directory is not None:
+            metrics.remove_dir(directory)
+
+
+def _serve(pipelines, host, port, workers, delivery_workers, delivery_nice, run, ready, metrics_port, counted,
+           **options) -> int:
     sockets = bind_sockets(port, host, reuse_port=False)
+    metrics_sockets = bind_sockets(metrics_port, host, reuse_port=False) if metrics_port is not None else []
     if ready:
         ready(sockets)
-    options = {"shutdown_timeout": shutdown_timeout, "store_url": store_url, "max_backlog": max_backlog,
-               "visibility_s": visibility_s, "admin": admin, "trusted": trusted, "allow_hosts": allow_hosts}
-    if not delivers_apart(pipelines, store_url, delivery_workers):
+    options.update(metrics_sockets=metrics_sockets, counted=counted)
+    if not delivers_apart(pipelines, options["store_url"], delivery_workers):
         delivery_workers = 0
     if workers <= 1 and not delivery_workers:
         return run(_worker(pipelines, sockets, wake_fds=None, **options))
@@ -106,11 +127,12 @@ def _needs_store(pipelines, store_url, admin) -> bool:
 
 
 async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max_backlog, visibility_s,
-                  admin, trusted, allow_hosts, **_delivery_only) -> int:
+                  admin, trusted, allow_hosts, metrics_sockets, counted, access, **_delivery_only) -> int:
     """An HTTP worker; it delivers too unless ``wake_fds`` (pipes to the delivery workers) are given."""
     from .delivery import Backlog, Deliverer, Nudge
     from .durable import Outage
-    outbound, outage = Outbound(allow_hosts=allow_hosts), Outage()
+    counters = metrics.Metrics() if counted else metrics.OFF
+    outbound, outage = Outbound(allow_hosts=allow_hosts), Outage(metrics=counters)
     store = deliverer = backlog = nudge = None
     background = []
     if _needs_store(pipelines, store_url, admin):
@@ -118,18 +140,23 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
         backlog = Backlog(store, max_backlog, outage=outage)
         background.append(asyncio.get_running_loop().create_task(backlog.run()))
         if wake_fds is None:
-            deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage)
+            deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage,
+                                  metrics=counters)
             delivering = asyncio.get_running_loop().create_task(deliverer.run())
             nudge = deliverer.wake.set
         else:
             nudge = Nudge(wake_fds)
-    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage)
+    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage, counters, access)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
                         max_header_size=64 * 1024)
     server.add_sockets(sockets)
+    probes = HTTPServer(metrics_app(app.state), idle_connection_timeout=60) if metrics_sockets else None
+    if probes is not None:
+        probes.add_sockets(metrics_sockets)
     await _stopped()
+    app.state.draining = True        # readiness answers 503 on the connections still open
     server.stop()
     deadline = time.monotonic() + shutdown_timeout
     while app.inflight and time.monotonic() < deadline:
@@ -144,12 +171,17 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     if store is not None:
         await store.close()
     await asyncio.wait_for(server.close_all_connections(), timeout=5)
+    if probes is not None:
+        probes.stop()
+        await asyncio.wait_for(probes.close_all_connections(), timeout=5)
     await app.outbound.close()
+    if access is not None:
+        access.flush()
     return 0
 
 
 async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s, allow_hosts, nice,
-                   **_http_only) -> int:
+                   counted, **_http_only) -> int:
     """A delivery worker: lease jobs, run their branches, until SIGTERM. Its event loop
     runs ``nice`` steps below the HTTP workers (``os.nice`` is per thread on Linux), so
     that where they share a core the acknowledgements come first and delivery takes the
@@ -159,7 +191,8 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     store = await _open_store(store_url, for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
-    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s)
+    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s,
+                          metrics=metrics.Metrics() if counted else metrics.OFF)
     watch(wake_fd, deliverer.wake)
     gc.collect()
     gc.freeze()
@@ -221,7 +254,7 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
                 else:
                     mine = pipes[slot[1]][0]
                     _close_all(fd for pipe in pipes for fd in pipe if fd != mine)
-                    _close_all(sockets)
+                    _close_all([*sockets, *options["metrics_sockets"]])
                     code = run(_deliver(pipelines, mine, **options))
             except BaseException:
                 log.exception("%s worker failed", slot[0])
@@ -232,7 +265,7 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
     def stop(signum, frame):
         nonlocal stopping
         stopping = True
-        for sock in sockets:
+        for sock in [*sockets, *options["metrics_sockets"]]:
             sock.close()   # new connections are refused at once, not queued for no one
         for pid in children:
             _kill(pid, signal.SIGTERM)
@@ -291,6 +324,8 @@ def _kill(pid, sig):
         pass
 
 
-def configure_logging(level=logging.INFO):
-    logging.basicConfig(stream=sys.stderr, level=level,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+def configure_logging(fmt: str = "text", level=logging.INFO):
+    """Log records and access lines to standard error as ``fmt`` (text or json); returns the
+    access log for :func:`serve`."""
+    from .logs import configure
+    return configure(fmt, level)

@@ -14,7 +14,6 @@ import json
 import math
 import logging
 import time
-import uuid
 from urllib.parse import parse_qs
 
 import orjson
@@ -28,10 +27,12 @@ from dsl.runtime import Context, StepFailed, arun_steps, dumps_json, run_steps
 
 from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import BodyError, parse_body
-from .admin import handle_http
+from .admin import authorized, handle_http
 from .openapi import document as openapi_document
 from .clients import client_address
-from .durable import Outage, handle_durable, start_plain, unavailable
+from .durable import Outage, handle_durable, new_run_id, start_plain, unavailable
+from .metrics import ADMIN, OFF, UNROUTED
+from .ops import OPEN, State, answer
 from .negotiation import forced, header_value, negotiated, problem_as
 from .outbound import Outbound
 from .queue import StoreUnavailable
@@ -44,6 +45,7 @@ MAX_ERRORS = 50
 ADMIN_MAX_BODY = 64 * 1024       # an admin request's body is ignored up to this size; more → 413
 MAX_HEADERS = 100                # header fields per request; more → 431
 MAX_DEPTH = 128                  # nesting of a request body; deeper → 400 (see _shallow: cheap when not)
+MAX_LOGGED_PATH = 512            # characters of a path in an access line
 MAX_DIGITS = 64                  # digits of an integer in a JSON body; more → 400
 _JSON = "application/json"
 
@@ -52,8 +54,11 @@ class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
     def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=(),
-                 outage=None):
-        pipelines = tuple(pipelines)
+                 outage=None, metrics=OFF, access=None):
+        self.metrics = metrics      # engine.metrics.Metrics, or OFF
+        self.access = access        # engine.logs.AccessLog, or None: no access lines
+        pipelines = metrics.instrument(tuple(pipelines))
+        self.state = State(len(pipelines), store, metrics_on=metrics is not OFF)   # health and /metrics
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
@@ -67,8 +72,8 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
         # rate limits are shared through the store when it can (Redis), else kept per process
         self.shared_limits = store if hasattr(store, "take_token") else None
-        self.refused = Refusals()
-        self.outage = outage or Outage()    # store failures, logged at most every 10 s
+        self.refused = Refusals(metrics)
+        self.outage = outage or Outage(metrics=metrics)    # store failures, logged at most every 10 s
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
@@ -85,17 +90,31 @@ class App(httputil.HTTPServerConnectionDelegate):
             self._date, self._date_at = email.utils.formatdate(now, usegmt=True), now
         return self._date
 
+    def served(self, exchange, status: int) -> None:
+        """One answered request: its metrics and its access line."""
+        seconds = time.perf_counter() - exchange.began
+        pipeline = exchange.pipeline
+        name = pipeline.name if pipeline is not None else ADMIN if exchange.admin_path is not None else UNROUTED
+        method = exchange.start.method
+        self.metrics.request(name, method, status, seconds)
+        if self.access is not None:
+            self.access.request(name, method, exchange.start.path.partition("?")[0][:MAX_LOGGED_PATH], status,
+                                seconds, exchange.run_id if pipeline is not None else "", exchange.delivery, "")
+
 
 class Refusals:
     """How many requests each pipeline refused, by reason (signature checks, auth,
-    allow_ips), since the process started; each refusal's log line carries its count."""
+    allow_ips, rate limits, size, validation), since the process started; a refusal's
+    log line carries its count, and each is counted in ``hookline_refusals_total``."""
 
-    def __init__(self):
+    def __init__(self, metrics=OFF):
         self.counts: dict = {}
+        self.metrics = metrics
 
     def count(self, pipeline: str, reason: str) -> int:
         key = (pipeline, reason)
         self.counts[key] = self.counts.get(key, 0) + 1
+        self.metrics.refused(pipeline, reason)
         return self.counts[key]
 
 
@@ -115,12 +134,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw", "admin_path", "rate_key", "lower")
+                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
         self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = self.lower = None
         self.chunks, self.size, self.raw = [], 0, b""
+        self.began, self.run_id, self.delivery = time.perf_counter(), new_run_id(), ""
 
     def headers_received(self, start_line, headers):
         self.start, self.headers = start_line, headers
@@ -173,8 +193,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if denied is None and p.auth:
             denied = p.auth.check(self._lower(), _query(self.start.path.partition("?")[2]))
         if denied is not None:
+            count = self.app.refused.count(p.name, denied.slug)
             if denied.status != 429:
-                count = self.app.refused.count(p.name, denied.slug)
                 log.warning("pipeline %s: %s refused: %s (%d so far)", p.name, client, denied.slug, count)
             self.early = problem(denied.status, denied.slug, denied.title, denied.detail) + (dict(denied.headers),)
             self.chunks = None
@@ -215,6 +235,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
                 self.early = exc.problem() + (dict(exc.headers),)
 
     def _too_large(self, limit):
+        if self.pipeline is not None:
+            self.app.refused.count(self.pipeline.name, "body-too-large")
         self.early = problem(413, "body-too-large", "Content Too Large",
                              f"the request body is larger than {limit} bytes", max_body_bytes=limit)
         self.chunks = None
@@ -270,6 +292,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             wait = 0.0 if denied is None else float(dict(denied.headers)["Retry-After"])
         if wait > 0:
             seconds = max(1, math.ceil(wait))
+            self.app.refused.count(self.pipeline.name, "rate-limited")
             self.send(*problem(429, "rate-limited", "Too Many Requests",
                                f"more than {rule.rate:g} requests per second; retry after {seconds} s"),
                       CONTENT_TYPE, [("Retry-After", str(seconds))])
@@ -325,7 +348,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         try:
             verifier.check(self.start.method, self.start.path, headers, self.raw, time.time())
         except VerifyError as exc:
-            count = self.app.refused.count(self.pipeline.name, exc.reason)
+            count = self.app.refused.count(self.pipeline.name, "signature-" + exc.reason)
             log.warning("pipeline %s: signature refused: %s (%d so far)", self.pipeline.name, exc.reason, count)
             self.send(*problem(401, "bad-signature", "Signature check failed", exc.detail, reason=exc.reason),
                       CONTENT_TYPE)
@@ -334,6 +357,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     async def _admin(self):
         try:
+            if self.start.method in ("GET", "HEAD") and await self._operations():
+                return
             query = _query(self.start.path.partition("?")[2])
             try:
                 status, value = await handle_http(self.app.store, self.app.admin[1], self.start.method,
@@ -351,6 +376,20 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.send(*problem(status, slug, value["title"], value["detail"]), CONTENT_TYPE, extra)
         except Exception as exc:
             self._fail(exc)
+
+    async def _operations(self) -> bool:
+        """Health probes (no token) and the metrics (token); False for other admin paths."""
+        path, admin = self.admin_path, self.app.admin
+        if path not in OPEN and path != "/metrics":
+            return False
+        if path not in OPEN and not authorized(self.headers.get("Authorization"), admin[1]):
+            return False            # handle_http answers the 401
+        found = await answer(self.app.state, path)
+        if found is None:
+            return False
+        status, body, ctype = found
+        self.send(status, body, ctype, [("Cache-Control", "no-store")])
+        return True
 
     def _context(self):
         if not self._read_raw():
@@ -415,6 +454,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             errors += check.errors(check.prepare(request[check.part]))
         if not errors:
             return True
+        self.app.refused.count(self.pipeline.name, "validation")
         self.send(*problem(422, "validation", "Validation failed",
                            f"the request does not match the pipeline's schema ({_count(len(errors), 'error')})",
                            errors=errors[:MAX_ERRORS]), CONTENT_TYPE)
@@ -441,12 +481,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return status, body, ctype, headers
 
     def _fail(self, exc):
+        run_id = self.run_id
         if isinstance(exc, StepFailed):
-            run_id = uuid.uuid4().hex[:16]
             log.warning("run %s pipeline %s: %s", run_id, self.pipeline.name, exc.log)
             self.send(*problem(exc.status, _slug(exc.status), exc.title, exc.detail, run_id=run_id), CONTENT_TYPE)
             return
-        run_id = uuid.uuid4().hex[:16]
         log.error("run %s pipeline %s: unexpected failure", run_id, getattr(self.pipeline, "name", "?"),
                   exc_info=exc)
         self.send(*problem(500, "internal", "Internal Server Error",
@@ -454,6 +493,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
                            run_id=run_id), CONTENT_TYPE)
 
     def send(self, status, body: bytes, content_type, headers=()):
+        if self.began is not None:
+            self.app.served(self, status)
+            self.began = None
         if self.conn is None:
             return
         cors = self.pipeline.cors if self.pipeline is not None else None

@@ -112,8 +112,10 @@ def refused(url: str) -> bool:
     return False
 
 
-def start_hookline(paths, env=None, workers=1, extra=(), tail=False) -> Proc:
-    """``hookline serve PATHS`` on a free port; ``tail=True`` drains its output into ``.log``."""
+def start_hookline(paths, env=None, workers=1, extra=(), tail=True) -> Proc:
+    """``hookline serve PATHS`` on a free port, its output drained into ``.log`` (a LogTail:
+    an access line per request would fill the pipe and block the server); ``tail=False``
+    when the caller reads ``proc.proc.stdout`` itself."""
     port = free_port()
     if "--store" not in extra:   # never leave a hookline.db in the checkout
         extra = (*extra, "--store", f"sqlite:{tempfile.mkdtemp(prefix='hookline-test-')}/hookline.db")

@@ -197,7 +197,8 @@ class Server:
 
     def __init__(self, paths, dest, store, extra=(), env=None):
         self.proc = start_hookline(paths, env={"DEST_URL": dest.url, **(env or {})},
-                                   extra=("--store", store, "--visibility-s", str(VISIBILITY_S), *extra))
+                                   extra=("--store", store, "--visibility-s", str(VISIBILITY_S), *extra),
+                                   tail=False)
         self.url, self.lines = self.proc.url, []
         self._drain = threading.Thread(target=self._read, daemon=True)
         self._drain.start()

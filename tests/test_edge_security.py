@@ -198,7 +198,7 @@ def destination():
 
 def _serve(destination, extra=()):
     env = {**SECRETS, "DEST_URL": destination.url, "OTHER_URL": f"http://localhost:{destination.port}"}
-    proc = start_hookline([PIPELINES], env=env, extra=extra)
+    proc = start_hookline([PIPELINES], env=env, extra=extra, tail=False)
     proc.log = ServerLog(proc)
     return proc
 

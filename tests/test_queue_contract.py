@@ -397,6 +397,20 @@ async def test_backlog_counts_pending_and_leased(store):
 
 
 @contract
+async def test_stats_count_pending_leased_and_dead_and_date_the_oldest_pending_job(store):
+    assert await store.stats() == ({"pending": 0, "leased": 0, "dead": 0}, None)
+    jobs = [job(), job(), job(), job(due_in=60)]
+    await store.enqueue(jobs)
+    [a, b] = await store.lease("c1", 2, 60)
+    await store.complete(a)
+    await store.dead(b, "no")
+    counts, oldest = await store.stats()
+    assert counts == {"pending": 2, "leased": 0, "dead": 1}
+    assert oldest == min(j.created_at for j in jobs if j.id not in (a.id, b.id))
+    await store.ping()
+
+
+@contract
 async def test_purge_done_forgets_old_done_jobs(store):
     old, new, waiting = job(), job(), job()
     await store.enqueue([old, new])

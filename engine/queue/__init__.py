@@ -40,11 +40,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["DEFAULT_URL", "STATES", "DuplicateJob", "Job", "QueueError", "Store",
+__all__ = ["COUNTED", "DEFAULT_URL", "STATES", "DuplicateJob", "Job", "QueueError", "Store",
            "StoreUnavailable", "open_store"]
 
 DEFAULT_URL = "sqlite:hookline.db"
 STATES = ("pending", "leased", "done", "dead")
+COUNTED = ("pending", "leased", "dead")   # the states stats() counts (done jobs only pile up)
 
 # URL scheme → module in this package with a ``from_url(url) -> Store``.
 BACKENDS = {"memory": "memory", "sqlite": "sqlite", "redis": "redis", "rediss": "redis"}
@@ -157,6 +158,13 @@ class Store(Protocol):
 
     async def backlog(self) -> int:
         """Pending + leased jobs, for backpressure."""
+
+    async def stats(self) -> tuple[dict, float | None]:
+        """For metrics: ``({"pending": n, "leased": n, "dead": n}, created_at of the oldest
+        pending job or None)``."""
+
+    async def ping(self) -> None:
+        """Return when the store answers (readiness); raise StoreUnavailable when not."""
 
 
 class StoreBase:

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from engine.queue import DuplicateJob, Job, StoreBase
+from engine.queue import COUNTED, DuplicateJob, Job, StoreBase
 
 
 @dataclass(slots=True)
@@ -132,6 +132,17 @@ class MemoryStore(StoreBase):
 
     async def backlog(self) -> int:
         return sum(1 for j in self._jobs.values() if j.state in ("pending", "leased"))
+
+    async def stats(self) -> tuple[dict, float | None]:
+        counts = {state: 0 for state in COUNTED}
+        for job in self._jobs.values():
+            if job.state in counts:
+                counts[job.state] += 1
+        pending = [j.created_at for j in self._jobs.values() if j.state == "pending"]
+        return counts, min(pending, default=None)
+
+    async def ping(self) -> None:
+        pass
 
 
 def _oldest_first(jobs) -> list[Job]:

@@ -46,7 +46,7 @@ import hiredis
 import redis.asyncio
 import redis.exceptions
 
-from engine.queue import STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
+from engine.queue import COUNTED, STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
 
 DEFAULT_PREFIX = "hookline:"
 GROUP = "workers"
@@ -506,6 +506,19 @@ class RedisStore(StoreBase):
             pipe.zcard(self._key("state:pending"))
             pipe.zcard(self._key("state:leased"))
             return sum(await pipe.execute())
+
+    @_guarded
+    async def stats(self) -> tuple[dict, float | None]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for state in COUNTED:
+                pipe.zcard(self._key("state:" + state))
+            pipe.zrange(self._key("state:pending"), 0, 0, withscores=True)
+            *counts, oldest = await pipe.execute()
+        return dict(zip(COUNTED, counts)), oldest[0][1] if oldest else None
+
+    @_guarded
+    async def ping(self) -> None:
+        await self._client.ping()
 
 
     @_guarded

@@ -27,7 +27,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from engine.queue import DuplicateJob, Job, QueueError, StoreBase, StoreUnavailable
+from engine.queue import COUNTED, DuplicateJob, Job, QueueError, StoreBase, StoreUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -437,6 +437,12 @@ class SqliteStore(StoreBase):
     async def backlog(self) -> int:
         return await self._read(_count_backlog)
 
+    async def stats(self) -> tuple[dict, float | None]:
+        return await self._read(_stats)
+
+    async def ping(self) -> None:
+        await self._read(_ping)
+
 
 _REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, last_error = '', due_at = ? WHERE state = 'dead'"
 
@@ -538,6 +544,18 @@ def _dedupe_get(conn, key: str) -> bytes | None:
 
 def _count_backlog(conn) -> int:
     return conn.execute("SELECT count(*) FROM jobs WHERE state IN ('pending', 'leased')").fetchone()[0]
+
+
+def _stats(conn) -> tuple[dict, float | None]:
+    counts = {state: 0 for state in COUNTED}
+    counts.update(conn.execute("SELECT state, count(*) FROM jobs WHERE state IN ('pending', 'leased', 'dead') "
+                               "GROUP BY state"))
+    oldest = conn.execute("SELECT min(created_at) FROM jobs WHERE state = 'pending'").fetchone()[0]
+    return counts, oldest
+
+
+def _ping(conn) -> None:
+    conn.execute("SELECT 1").fetchone()
 
 
 def from_url(url: str, for_delivery: bool = False) -> SqliteStore:
