@@ -66,14 +66,17 @@ sys.path.insert(0, str(HERE))
 from handler_a import EXPR  # noqa: E402  (the JMESPath expression, shared with server a)
 import nodered_flows  # noqa: E402
 
-LABELS = {"a": "handler", "b": "nodered", "c": "hookline", "c2": "hookline-w2",
+LABELS = {"a": "handler", "b": "nodered", "c": "hookline", "c0": "hookline-base", "cm": "hookline-metr",
+          "c2": "hookline-w2",
           "d": "async-sqlite", "e": "async-redis", "d1": "sqlite-dlv@1", "e1": "redis-dlv@1", "f": "signed"}
-SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "all": "a,b,c,d,e,d1,e1,f"}
+SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "metrics": "c,cm",
+          "all": "a,b,c,d,e,d1,e1,f"}
 ASYNC_KEYS = ("d", "e", "d1", "e1")
 DELIVERY_COMM = "hookline-delive"   # the delivery worker's process name (engine/serve.py)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET_ASYNC_RATIO = 0.70        # issue 4: async ack throughput >= 0.70 x sync (c)
 TARGET_ASYNC_P99_MS = 20.0       # issue 4: p99 ack latency < 20 ms at 32 concurrent clients
+TARGET_METRICS_RATIO = 0.90      # issue 15: req/s with metrics on >= 0.90 x without
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -329,6 +332,16 @@ def hookline_server(key, workers, exe):
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return Server(key, cmd, pin=(workers == 1), start_timeout=30.0)
+
+
+def baseline_server(source: Path):
+    """c0: ``python -m engine serve`` from another checkout of Hookline (``--baseline``), e.g.
+    the revision before a change, with this venv's packages: before and after in one run."""
+    if not (source / "engine" / "__main__.py").exists():
+        raise NotStarted(f"--baseline {source}: no engine/__main__.py there")
+    cmd = [sys.executable, "-m", "engine", "serve", str(HERE / "pipelines"), "--host", "127.0.0.1",
+           "--port", "{port}"]
+    return Server("c0", cmd, pin=True, env={"PYTHONPATH": str(source)}, cwd=source, start_timeout=30.0)
 
 
 def move_delivery(server, core: str) -> list[int]:
@@ -588,6 +601,21 @@ def verdict(value, ok, paired=None, paired_ok=None):
     return "HELD" if ok else "MISSED"
 
 
+def summarise_metrics(results, by_key):
+    """Issue 15: cm (metrics on) against c (off) and, with --baseline, c0 (the other checkout)."""
+    pairs = [(n, d) for n, d in (("cm", "c"), ("cm", "c0"), ("c", "c0")) if n in results and d in results]
+    print("ratio " + " ".join(f"{n}/{d}={ratio(results, n, d)}" for n, d in pairs))
+    print("ratio_paired " + " ".join(f"{n}/{d}={paired_ratio(by_key, n, d)}" for n, d in pairs))
+    print("cpu_ratio " + " ".join(f"{n}/{d}={ratio(results, n, d, 'cpu_us')}" for n, d in pairs))
+    for n, d in pairs[:2]:
+        r, p = ratio(results, n, d), paired_ratio(by_key, n, d)
+        if r != "n/a":
+            ok = float(r) >= TARGET_METRICS_RATIO
+            paired_ok = float(p) >= TARGET_METRICS_RATIO if p != "n/a" else None
+            print(f"target issue 15: {n}/{d} req/s >= {TARGET_METRICS_RATIO:.2f}: {r} (paired {p}) "
+                  f"{verdict(float(r), ok, p, paired_ok)}")
+
+
 def summarise_async(results, by_key, keys, held=False):
     ks = [k for k in ASYNC_KEYS if k in keys]
     if held:
@@ -644,7 +672,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", choices=list(SUITES), default="core",
                     help="core: a,b,c,c2 (issue 2, the default); async: c,d,e (issue 4); "
-                         "verify: c,f (issue 5); all: every server")
+                         "verify: c,f (issue 5); metrics: c,cm (+c0 with --baseline; issue 15); "
+                         "all: every server")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                    help="c0: run hookline from this source checkout (e.g. `git archive main | tar -x -C DIR`) "
+                         "with this venv, interleaved with c/cm; added to --suite metrics")
     ap.add_argument("--rounds", type=int, help="timed rounds per server (default 5)")
     ap.add_argument("--duration", type=float, help="seconds per round per server (default 10)")
     ap.add_argument("--warmup", type=float, help="seconds of untimed load per server (default 3)")
@@ -679,6 +711,10 @@ def main(argv=None):
         ap.error(f"--only: unknown server(s) {bad}; choose from {','.join(LABELS)}")
     if "c" in keys and args.workers2 and "c2" not in keys:
         keys.append("c2")
+    if args.baseline is not None and args.suite == "metrics" and not args.only:
+        keys.append("c0")
+    if "c0" in keys and args.baseline is None:
+        ap.error("c0 needs --baseline DIR")
     keys = [k for k in LABELS if k in keys]
 
     if not shutil.which("wrk"):
@@ -743,9 +779,14 @@ def main(argv=None):
                 elif key == "b":
                     s = nodered_server(schema)
                     s.pin = pin
-                elif key in ("c", "c2"):
+                elif key in ("c", "c2", "cm"):
                     s = hookline_server(key, 2 if key == "c2" else 1, args.hookline)
+                    if key == "cm":         # metrics on: counted, exposed on a port of their own
+                        s.cmd += ["--metrics-port", str(free_port())]
                     s.pin = s.pin and pin
+                elif key == "c0":
+                    s = baseline_server(args.baseline.resolve())
+                    s.pin = pin
                 elif key in ASYNC_KEYS:
                     store_url = {"d": f"sqlite:{tmp}/bench.db", "d1": f"sqlite:{tmp}/bench-d1.db",
                                  "e": f"{REDIS_URL}?prefix={redis_prefix}",
@@ -871,6 +912,8 @@ def main(argv=None):
         summarise_async(results, by_key, keys + failed, held=args.hold_delivery)
     if "f" in keys or "f" in failed:
         summarise_verify(results, by_key)
+    if "cm" in keys or "cm" in failed:
+        summarise_metrics(results, by_key)
     print(f"loadavg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 1 if failed or any(k not in results for k in keys) else 0
 

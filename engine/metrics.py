@@ -31,6 +31,8 @@ import tempfile
 import time
 from dataclasses import replace
 
+from dsl.runtime import CallError
+
 UNROUTED = "_unrouted"   # the pipeline label of a request no pipeline serves (404, a bad header block)
 ADMIN = "_admin"         # ... of the admin endpoints (metrics, health, deliveries)
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
@@ -220,7 +222,6 @@ class _Counted:
         self.http, self.calls = http, calls
 
     async def request(self, method, url, *args, **kwargs):
-        from dsl.runtime import CallError
         try:
             answer = await self.http.request(method, url, *args, **kwargs)
         except CallError as exc:

@@ -485,7 +485,7 @@ def test_counts():
 
 # --- links between the pages ------------------------------------------------------------------
 
-OWN_PAGES = [DOCS / p for p in ("dsl.md", "errors.md", "cli.md", "architecture.md")] \
+OWN_PAGES = [DOCS / p for p in ("dsl.md", "errors.md", "cli.md", "architecture.md", "operations.md")] \
     + sorted((DOCS / "steps").glob("*.md"))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 

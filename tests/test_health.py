@@ -1,0 +1,103 @@
+"""Health probes of a real ``hookline serve`` (docs/operations.md, Health probes):
+``<prefix>/health/live`` and ``<prefix>/health/ready`` without a token, on the admin
+prefix and on ``--metrics-port``; ready is 503 while the store is down and while the
+server drains after SIGTERM."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT
+from test_async_delivery import dest, redis_store, sqlite_store, store, wait_until  # noqa: F401 (fixtures)
+from test_metrics import ENV, PIPELINES, PREFIX, Ops
+from test_shutdown import SlowDestination, slow_request_in_background
+from test_store_down import redis_server  # noqa: F401 (a fixture)
+from conftest import start_hookline
+
+SHUTDOWN = ROOT / "tests" / "pipelines" / "runtime" / "shutdown"
+
+
+@pytest.fixture
+def ops(dest, store):
+    server = Ops(dest, store)
+    yield server
+    server.proc.stop()
+
+
+def test_live_and_ready_answer_without_a_token_on_both_ports(ops):
+    for base in (ops.url + PREFIX, ops.metrics_url):
+        live = requests.get(base + "/health/live", timeout=10)
+        assert live.status_code == 200 and live.json() == {"status": "live"}
+        assert live.headers["Content-Type"] == "application/json"
+        assert live.headers["Cache-Control"] == "no-store"
+        ready = requests.get(base + "/health/ready", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready", "checks": {"pipelines": "ok", "draining": "ok", "store": "ok"}}
+    # the token still guards everything else under the prefix
+    assert requests.get(ops.url + PREFIX + "/deliveries", timeout=10).status_code == 401
+    assert requests.post(ops.url + PREFIX + "/health/ready", timeout=10).status_code == 401
+
+
+def test_ready_is_503_while_the_store_is_down_and_live_stays_200(redis_server, tmp_path):
+    dest = SlowDestination()
+    try:
+        server = Ops(dest, redis_server.url)
+    except BaseException:
+        dest.stop()
+        raise
+    ready = lambda: requests.get(server.url + PREFIX + "/health/ready", timeout=10)  # noqa: E731
+    try:
+        assert ready().status_code == 200
+        redis_server.kill()
+        wait_until(lambda: ready().status_code == 503, 20, "ready to say 503")
+        answer = ready()
+        assert answer.json() == {"status": "not ready",
+                                 "checks": {"pipelines": "ok", "draining": "ok", "store": "unreachable"}}
+        assert redis_server.password not in answer.text
+        assert requests.get(server.url + PREFIX + "/health/live", timeout=10).status_code == 200
+        redis_server.start()
+        wait_until(lambda: ready().status_code == 200, 30, "ready again once Redis is back")
+    finally:
+        server.proc.stop()
+        dest.stop()
+
+
+def test_ready_is_503_during_the_drain_after_sigterm(tmp_path):
+    """A connection opened before SIGTERM asks while a slow request is still running."""
+    slow = SlowDestination()
+    proc = start_hookline([SHUTDOWN], env={"DEST_URL": slow.url, "HOOKLINE_ADMIN_TOKEN": ENV["HOOKLINE_ADMIN_TOKEN"]},
+                          extra=("--admin-prefix", PREFIX, "--shutdown-timeout", "8"))
+    probe = requests.Session()
+    try:
+        assert probe.get(proc.url + PREFIX + "/health/ready", timeout=10).status_code == 200   # opens the connection
+        thread, result = slow_request_in_background(proc)
+        assert slow.arrived.wait(10), "the slow call never reached the destination"
+        proc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while True:
+            answer = probe.get(proc.url + PREFIX + "/health/ready", timeout=10)
+            if answer.status_code == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)     # the signal may not have been handled yet
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["checks"]["draining"] == "draining after SIGTERM"
+        assert thread.is_alive(), "the slow request ended before the probe: the drain was not observed"
+        thread.join(15)
+        assert result["resp"].status_code == 200, result
+        assert proc.proc.wait(15) == 0, proc.log.text(1)
+    finally:
+        probe.close()
+        proc.stop()
+        slow.stop()
+
+
+def test_without_an_admin_prefix_or_a_metrics_port_there_are_no_probes(dest, sqlite_store):
+    proc = start_hookline([PIPELINES], env={**ENV, "DEST_URL": dest.url}, extra=("--store", sqlite_store))
+    try:
+        assert requests.get(proc.url + PREFIX + "/health/live", timeout=10).status_code == 404
+        assert requests.get(proc.url + PREFIX + "/metrics", timeout=10).status_code == 404
+    finally:
+        proc.stop()

@@ -1,0 +1,112 @@
+"""The log of a real ``hookline serve --workers 2`` (docs/operations.md, Logs), as text and
+as JSON, on SQLite and Redis: one access line per request with its facts, a line per
+failed delivery attempt and per dead letter — and never a secret, a signature, an
+Authorization value, a query string or a body, however the request ends."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+import requests
+
+from test_async_delivery import dest, redis_store, sqlite_store, store, wait_until  # noqa: F401 (fixtures)
+from test_metrics import ENV, PREFIX, TOKEN, Ops, github
+
+MARK = "leak-" + uuid.uuid4().hex       # in every credential, signature, query and body sent
+TEXT_ACCESS = re.compile(r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO hookline\.access\[(?P<pid>\d+)\]: "
+                         r"(?P<method>\S+) (?P<path>\S+) (?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms "
+                         r"pipeline=(?P<pipeline>\S+) run=(?P<run>\S+) delivery=(?P<delivery>\S+) "
+                         r"trace=(?P<trace>\S+)$")
+
+
+@pytest.fixture(params=["text", "json"])
+def fmt(request):
+    return request.param
+
+
+@pytest.fixture
+def ops(dest, store, fmt):
+    server = Ops(dest, store, extra=("--log-format", fmt))
+    yield server
+    server.proc.stop()
+
+
+def access_lines(log: str, fmt: str) -> list[dict]:
+    """The access lines as dicts with the JSON keys (text: ``-`` read as empty)."""
+    out = []
+    for line in log.splitlines():
+        if fmt == "json" and line.startswith("{"):
+            doc = json.loads(line)
+            if doc["logger"] == "hookline.access":
+                out.append(doc)
+        elif fmt == "text" and (m := TEXT_ACCESS.match(line)):
+            out.append({"pipeline": m["pipeline"], "method": m["method"], "path": m["path"],
+                        "status": int(m["status"]), "duration_ms": float(m["ms"]), "pid": int(m["pid"]),
+                        **{key: "" if m[name] == "-" else m[name] for key, name in
+                           (("run_id", "run"), ("delivery_id", "delivery"), ("trace_id", "trace"))}})
+    return out
+
+
+def send_everything(ops, dest) -> dict:
+    """Requests that end every way, each carrying MARK; returns their answers by name."""
+    url, sent = ops.url, {}
+    creds = {"Authorization": f"Bearer {MARK}", "Cookie": f"session={MARK}", "X-Hub-Signature-256": MARK,
+             "X-Api-Key": MARK}
+    sent["ok"] = requests.post(f"{url}/o/sync?api_key={MARK}", json={"id": MARK}, headers=creds, timeout=10)
+    sent["invalid"] = requests.post(f"{url}/o/sync?token={MARK}", json={"secret": MARK}, headers=creds, timeout=10)
+    sent["unauthorized"] = requests.post(f"{url}/o/guarded", json={"x": MARK}, headers=creds, timeout=10)
+    body = json.dumps({"x": MARK}).encode()
+    signed = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": MARK}
+    sent["bad-signature"] = requests.post(f"{url}/o/signed", data=body, timeout=10,
+                                          headers={**signed, "X-Hub-Signature-256": github(b"x" + body)})
+    sent["signed"] = requests.post(f"{url}/o/signed", data=body, timeout=10,
+                                   headers={**signed, "X-Hub-Signature-256": github(body)})
+    sent["not-found"] = requests.get(f"{url}/nothing/here?key={MARK}", headers=creds, timeout=10)
+    dead = f"dead-{MARK}"
+    dest.plan(dead, 503, 503)
+    sent["dead"] = requests.post(f"{url}/o/deliver?k={MARK}", json={"id": dead}, timeout=10,
+                                 headers={**creds, "webhook-id": f"w-{MARK}"})
+    sent["admin"] = requests.get(f"{url}{PREFIX}/deliveries", headers={"Authorization": f"Bearer {TOKEN}"},
+                                 timeout=10)
+    assert {name: r.status_code for name, r in sent.items()} == {
+        "ok": 200, "invalid": 422, "unauthorized": 401, "bad-signature": 401, "signed": 200, "not-found": 404,
+        "dead": 202, "admin": 200}
+    wait_until(lambda: "dead after 2 attempt(s)" in ops.log(), 30, "the dead letter's log line")
+    return sent
+
+
+def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret(ops, dest, fmt):
+    sent = send_everything(ops, dest)
+    log = ops.log()
+    lines = access_lines(log, fmt)
+    seen = {(a["method"], a["path"], a["status"], a["pipeline"]) for a in lines}
+    assert seen >= {("POST", "/o/sync", 200, "ops-sync"), ("POST", "/o/sync", 422, "ops-sync"),
+                    ("POST", "/o/guarded", 401, "ops-guarded"), ("POST", "/o/signed", 401, "ops-signed"),
+                    ("POST", "/o/signed", 200, "ops-signed"), ("GET", "/nothing/here", 404, "_unrouted"),
+                    ("POST", "/o/deliver", 202, "ops-deliver"), ("GET", PREFIX + "/deliveries", 200, "_admin")}, log
+    for a in lines:
+        assert a["duration_ms"] >= 0 and a["trace_id"] == ""
+        assert bool(re.fullmatch(r"[0-9a-f]{16}", a["run_id"])) == (not a["pipeline"].startswith("_")), a
+    [deliver] = [a for a in lines if a["pipeline"] == "ops-deliver"]
+    assert deliver["delivery_id"] == sent["dead"].json()["id"]
+    assert {a["delivery_id"] for a in lines if a is not deliver} == {""}
+    assert len({a["run_id"] for a in lines if a["run_id"]}) == len([a for a in lines if a["run_id"]])
+    if fmt == "json":
+        assert len({a["pid"] for a in lines}) >= 1 and all(a["level"] == "info" for a in lines)
+        attempts = [json.loads(line) for line in log.splitlines()
+                    if line.startswith("{") and json.loads(line)["logger"] == "hookline.delivery"]
+        retry, dead = [a for a in attempts if a.get("delivery") == deliver["delivery_id"]]
+        assert (retry["level"], retry["outcome"], retry["attempt"], dead["outcome"], dead["attempt"]) == \
+            ("warning", "retry", 1, "dead", 2)
+        assert retry["error"] == "step 'send': destination answered 503"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", retry["next_try_at"])
+        assert dead["reason"].endswith("destination answered 503") and dead["job"] == retry["job"]
+    else:
+        assert re.search(r"WARNING hookline\.delivery\[\d+\]: job \w+ attempt 1 failed: step 'send': destination "
+                         r"answered 503; next try at \d{4}-\d\d-\d\dT[\d:.]+Z \(in [\d.]+ s\)", log), log
+        assert re.search(r"WARNING hookline\.delivery\[\d+\]: job \w+ dead after 2 attempt\(s\): .*destination "
+                         r"answered 503", log), log
+    for secret in (MARK, ENV["OPS_BEARER"], ENV["OPS_GITHUB_SECRET"], TOKEN):
+        assert secret not in log, f"{secret} is in the log:\n{log}"
