@@ -57,7 +57,9 @@ class App(httputil.HTTPServerConnectionDelegate):
                  outage=None, metrics=OFF, access=None):
         self.metrics = metrics      # engine.metrics.Metrics, or OFF
         self.access = access        # engine.logs.AccessLog, or None: no access lines
-        pipelines = metrics.instrument(tuple(pipelines))
+        pipelines = tuple(pipelines)
+        self.openapi = openapi_document(pipelines) if admin is not None else None
+        pipelines = metrics.instrument(pipelines)      # the same, with steps timed
         self.state = State(len(pipelines), store, metrics_on=metrics is not OFF)   # health and /metrics
         by_path: dict = {}
         for p in pipelines:
@@ -68,7 +70,6 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.backlog = backlog      # engine.delivery.Backlog: 503 while it is full
         self.nudge = nudge          # called after a commit with jobs: wakes the delivery
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
-        self.openapi = openapi_document(pipelines) if admin is not None else None
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
         # rate limits are shared through the store when it can (Redis), else kept per process
         self.shared_limits = store if hasattr(store, "take_token") else None
