@@ -211,12 +211,12 @@ def compile_text(text: str, file: str, env=None, base_dir=None, require_env=True
     if not isinstance(doc.data, dict):
         return None, problems + [doc.diag((), "wrong-type", "a pipeline file must be a mapping of keys")]
     problems += check_shape(doc)
-    if problems:
+    if any(d.severity == "error" for d in problems):
         return None, sorted(set(problems))
     cc = CompileContext(doc, Path(base_dir or Path(file).parent), os.environ if env is None else env,
                         require_env)
     pipeline = _compile(cc)
-    problems = sorted(set(cc.diagnostics))
+    problems = sorted(set(problems + cc.diagnostics))
     if any(d.severity == "error" for d in problems):
         return None, problems
     files = tuple(sorted(str(f) for f in cc.reads))

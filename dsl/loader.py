@@ -4,11 +4,23 @@
     >>> doc.data, doc.pos(("a", "b", 1)), doc.key_pos(("a", "b"))
     ({'a': {'b': [1, 'x']}}, (2, 10), (2, 3))
 
+Files are read with the YAML 1.2 **core schema**, as JSON reads numbers:
+``1e3`` is 1000.0, only ``true``/``false`` are booleans, ``0777`` is 777
+(``0o777`` is octal), ``on`` and ``1:30`` are strings. A plain scalar that
+YAML 1.1 read differently (``on`` was true, ``0777`` was 511, ``1:30`` was
+90) gets a ``legacy-yaml`` warning saying what to write.
+
+    >>> doc, problems = load_yaml("a: [1e3, on, 0o17]\\n", "p.yaml")
+    >>> doc.data, [d.code for d in problems]
+    ({'a': [1000.0, 'on', 15]}, ['legacy-yaml'])
+
 Problems (syntax errors, duplicate keys, tags the DSL does not know, alias
 bombs, nesting too deep) come back as diagnostics, never as exceptions.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -16,16 +28,116 @@ import yaml
 
 from .errors import Diagnostic
 
-try:
-    _Loader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - libyaml missing
-    _Loader = yaml.SafeLoader
+_TAG = "tag:yaml.org,2002:"
+
+# YAML 1.2 core schema (spec 1.2.2, 10.3.2): what a plain scalar means.
+_CORE = {
+    "null": re.compile(r"(?:null|Null|NULL|~|)\Z"),
+    "bool": re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z"),
+    "int": re.compile(r"(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)\Z"),
+    "float": re.compile(r"(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z"),
+}
+_FIRST = {"null": ["n", "N", "~", ""], "bool": list("tTfF"), "int": list("-+0123456789"),
+          "float": list("-+.0123456789")}
+
+
+def _core_resolvers() -> dict:
+    """PyYAML's implicit resolver table (first character → [(tag, regex)]) for the core schema."""
+    table: dict = {}
+    for kind, regex in _CORE.items():   # int before float: "12" is an int
+        for first in _FIRST[kind]:
+            table.setdefault(first, []).append((_TAG + kind, regex))
+    return table
+
+
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when it is there
+
+
+class _Loader(_Base):
+    """Composes with the core schema's implicit tags instead of YAML 1.1's."""
+
+    yaml_implicit_resolvers = _core_resolvers()
+
+
+def core_value(kind: str, text: str):
+    """The value of scalar ``text`` as core-schema type ``kind`` (str, null,
+    bool, int, float); ValueError if it is not one (``!!int yes``).
+
+    >>> core_value("int", "0777"), core_value("int", "0o777"), core_value("float", "1e-8")
+    (777, 511, 1e-08)
+    """
+    if kind == "str":
+        return text
+    if not _CORE[kind].match(text) and not (kind == "float" and _CORE["int"].match(text)):
+        raise ValueError(text)
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return text.lower() == "true"
+    if kind == "int":
+        base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+        return int(text[2:] if base != 10 else text, base)
+    special = text.lstrip("+-").lower()
+    if special in (".inf", ".nan"):
+        return float(text.lower().replace(".", ""))
+    return float(text)
+
+
+_YAML11 = yaml.resolver.Resolver()          # YAML 1.1's implicit tags, for the legacy-yaml warning
+_YAML11_VALUES = yaml.SafeLoader("")
+
+
+def _yaml11_value(text: str, tag: str | None = None):
+    """What YAML 1.1 (PyYAML's safe loader) made of a plain scalar (with the
+    explicit ``tag``, if any), or ``text`` when it was a string there or a tag
+    the DSL never took (timestamp, merge).
+
+    >>> _yaml11_value("on"), _yaml11_value("0777"), _yaml11_value("1:30"), _yaml11_value("1e3")
+    (True, 511, 90, '1e3')
+    """
+    tag = tag or _YAML11.resolve(yaml.ScalarNode, text, (True, False))
+    if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float"):
+        return text
+    node = yaml.ScalarNode(tag, text)
+    try:   # the constructor, not construct_object, which would keep every node in a cache
+        return _YAML11_VALUES.yaml_constructors[tag](_YAML11_VALUES, node)
+    except (ValueError, TypeError, yaml.YAMLError):   # 0x_ matched YAML 1.1's int and is no int
+        return text
+
+
+def _same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
+def legacy_meaning(text: str, value, tag: str | None = None) -> str | None:
+    """The warning for a plain scalar (explicitly tagged ``tag``, if it is)
+    whose YAML 1.1 meaning differs from ``value``, its YAML 1.2 one, with what
+    to write instead; else None.
+
+    >>> print(legacy_meaning("yes", "yes"))
+    'yes' is the string "yes" (YAML 1.2); YAML 1.1 read it as true: write true for the boolean, or quote it ('yes') for the string
+    """
+    old = _yaml11_value(text, tag)
+    if isinstance(old, str) or _same(old, value):   # 1e3, 0o17: text before, now what JSON means too
+        return None
+    was = "true" if old is True else "false" if old is False else repr(old)
+    if isinstance(value, str):
+        what = "the boolean" if isinstance(old, bool) else "the number"
+        return (f"'{text}' is the string \"{text}\" (YAML 1.2); YAML 1.1 read it as {was}: "
+                f"write {was} for {what}, or quote it ('{text}') for the string")
+    if isinstance(old, int) and text.isdigit():   # 0777
+        return (f"'{text}' is the decimal number {value} (YAML 1.2); YAML 1.1 read it as octal {old}: "
+                f"write 0o{old:o} for octal, or {value} without the leading zero")
+    return (f"'{text}' is the number {value!r} (YAML 1.2); YAML 1.1 read it as {was}: "
+            f"write {was} for that, or {value!r}")
+
 
 MAX_NODES = 200_000
 MAX_DEPTH = 100
-_TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null")}
-_constructor = yaml.SafeLoader("")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +254,18 @@ def _align(decoded: str, raw: str, j: int, target: int) -> int:
     return min(j, max(len(raw) - 1, 0))
 
 
+_EXPLICIT = re.compile(r"(?:&\S+\s+)?!")   # a node's properties: an anchor, then a tag
+
+
 class _Builder:
-    def __init__(self, file: str):
-        self.file, self.values, self.keys, self.spans = file, {}, {}, {}
+    def __init__(self, file: str, text: str):
+        self.file, self.text, self.values, self.keys, self.spans = file, text, {}, {}, {}
         self.diagnostics: list[Diagnostic] = []
         self.count = 0
 
-    def diag(self, node, code, message):
+    def diag(self, node, code, message, severity="error"):
         mark = node.start_mark
-        self.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, code, message))
+        self.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, code, message, severity))
 
     def build(self, node, path=(), depth=0):
         self.count += 1
@@ -187,11 +302,17 @@ class _Builder:
     def _scalar(self, node, path):
         self.spans[path] = (node.start_mark.index, node.end_mark.index, node.style or "")
         if node.tag in _SCALAR_TAGS:
+            kind = node.tag.rsplit(":", 1)[-1]
             try:
-                return _constructor.construct_object(node)
-            except (ValueError, KeyError, IndexError, TypeError, yaml.YAMLError):
-                self.diag(node, "bad-yaml", f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
+                value = core_value(kind, node.value)
+            except ValueError:
+                self.diag(node, "bad-yaml", f"{node.value!r} is not a valid {kind} (YAML 1.2 core schema)")
                 return None
+            explicit = _EXPLICIT.match(self.text, node.start_mark.index)
+            legacy = None if node.style else legacy_meaning(node.value, value, node.tag if explicit else None)
+            if legacy:
+                self.diag(node, "legacy-yaml", legacy, severity="warning")
+            return value
         if node.tag in (_TAG + "timestamp", _TAG + "binary"):
             return node.value  # keep the text the author wrote
         self.diag(node, "bad-yaml", f"unsupported YAML tag {node.tag}")
@@ -221,7 +342,7 @@ def load_yaml(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]:
         return None, [Diagnostic(file, 1, 1, "bad-yaml", _first_line(exc))]
     if root is None:
         return None, [Diagnostic(file, 1, 1, "empty-file", "the file holds no YAML document")]
-    builder = _Builder(file)
+    builder = _Builder(file, text)
     try:
         data = builder.build(root)
     except (_TooBig, RecursionError) as exc:

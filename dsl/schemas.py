@@ -26,7 +26,8 @@ from pathlib import Path
 
 import jsonschema
 import jsonschema_rs
-import yaml
+
+from .loader import load_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +120,17 @@ def _resolve(source, base_dir):
         text = file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"cannot read {source['$ref']}: {getattr(exc, 'strerror', None) or 'not text'}"
+    if file.suffix != ".json":   # YAML 1.2 core schema, as pipelines are read
+        doc, problems = load_yaml(text, source["$ref"])
+        errors = [d for d in problems if d.severity == "error"]
+        if errors:
+            return None, f"{source['$ref']} is not valid JSON/YAML: {errors[0].line}:{errors[0].col}: " \
+                         f"{errors[0].message}"
+        return doc.data, None
     try:
-        schema = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+        return json.loads(text), None
+    except ValueError as exc:
         return None, f"{source['$ref']} is not valid JSON/YAML: {_first_line(exc)}"
-    return schema, None
 
 
 def _check(schema):

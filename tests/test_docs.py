@@ -523,6 +523,7 @@ _CALL = _HEAD + "steps:\n  - id: stock\n    call:\n      url: "
 EXAMPLE_SOURCES = {
     "bad-yaml": _STEP + "`5`\n",
     "duplicate-key": _HEAD + "receive:\n  path: /x\n",
+    "legacy-yaml": _HEAD + "validate:\n  body:\n    properties:\n      test: {const: yes}\n",
     "empty-file": "# nothing yet\n",
     "too-large": "a: &a [*a]\n",
     "unknown-key": "pipeline: orders\nrecieve:\n  path: /hooks/orders\n",

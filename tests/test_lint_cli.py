@@ -108,6 +108,38 @@ def test_lint_prints_missing_env_as_a_warning_line(mistakes):
         in result.stdout.splitlines()
 
 
+YAML_1_1 = """\
+pipeline: legacy
+receive:
+  path: /legacy
+validate:
+  formats: on
+  body: {properties: {mode: {const: 0755}, at: {const: 1:30}, n: {multipleOf: 1e-8}}}
+"""
+
+
+def test_lint_warns_about_yaml_1_1_spellings_and_still_reports_what_they_cause(tmp_path):
+    """`on` is a string now, so `formats: on` is also a wrong-type error; the warning says why."""
+    (tmp_path / "legacy.yaml").write_text(YAML_1_1)
+    result = run("lint", "legacy.yaml", cwd=tmp_path)
+    got = [(int(d["line"]), int(d["col"]), bool(d["warning"]), d["code"]) for d in parsed(result.stdout)]
+    assert got == [(5, 12, True, "legacy-yaml"), (5, 12, False, "wrong-type"),
+                   (6, 37, True, "legacy-yaml"), (6, 56, True, "legacy-yaml")], result.stdout
+    assert "write true for the boolean" in result.stdout and "write 0o755 for octal" in result.stdout
+    assert result.returncode == 1
+
+
+def test_lint_exits_0_when_the_yaml_1_1_spellings_are_the_only_problems(tmp_path):
+    (tmp_path / "legacy.yaml").write_text(YAML_1_1.replace("formats: on", "formats: true"))
+    result = run("lint", "legacy.yaml", cwd=tmp_path)
+    assert result.stdout.splitlines() == [
+        "legacy.yaml:6:37: warning: legacy-yaml: '0755' is the decimal number 755 (YAML 1.2); "
+        "YAML 1.1 read it as octal 493: write 0o755 for octal, or 755 without the leading zero",
+        "legacy.yaml:6:56: warning: legacy-yaml: '1:30' is the string \"1:30\" (YAML 1.2); "
+        "YAML 1.1 read it as 90: write 90 for the number, or quote it ('1:30') for the string"]
+    assert result.returncode == 0
+
+
 BRANCH_MISTAKE = """\
 pipeline: branch-mistake
 receive:

@@ -9,6 +9,7 @@ import dataclasses
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from dsl.loader import MAX_DEPTH, MAX_NODES, load_yaml
 
@@ -170,6 +171,83 @@ def test_a_standard_tag_on_a_bad_value_is_a_diagnostic_not_a_crash(text):
         pytest.fail(f"load_yaml({text!r}) raised {type(exc).__name__}: {exc}; "
                     "it must return a bad-yaml diagnostic at 1:4")
     assert problems == [(1, 4, "bad-yaml")]
+
+
+# --- YAML 1.2 core schema ----------------------------------------------------------
+
+@pytest.mark.parametrize("text, value", [
+    ("1e3", 1000.0), ("1e-8", 1e-8), ("-2.5E+3", -2500.0), ("1.5", 1.5), (".5", 0.5), ("1.", 1.0),
+    ("12", 12), ("+12", 12), ("-0", 0), ("0777", 777), ("0o777", 511), ("0x1F", 31),
+    (".inf", float("inf")), ("-.Inf", float("-inf")),
+    ("true", True), ("True", True), ("TRUE", True), ("false", False), ("FALSE", False),
+    ("null", None), ("Null", None), ("~", None), ("", None),
+    ("yes", "yes"), ("No", "No"), ("on", "on"), ("OFF", "OFF"), ("y", "y"),
+    ("1:30", "1:30"), ("190:20:30.15", "190:20:30.15"), ("1_000", "1_000"), ("0b11", "0b11"),
+    ("-0x1F", "-0x1F"), ("0o8", "0o8"), ("2026-04-02", "2026-04-02"), ("=", "="), ("<<", "<<"),
+    ("0x_", "0x_"), ("0b_", "0b_"),
+])
+def test_plain_scalars_mean_what_the_yaml_1_2_core_schema_says(text, value):
+    doc, problems, _ = load(f"a: {text}\n")
+    assert [p for p in problems if p[2] != "legacy-yaml"] == []
+    assert type(doc.data["a"]) is type(value) and doc.data["a"] == value
+
+
+def test_nan_is_a_float():
+    doc, _, _ = load("a: .NaN\n")
+    assert doc.data["a"] != doc.data["a"]
+
+
+@pytest.mark.parametrize("text, fix", [
+    ("on", "write true for the boolean, or quote it ('on') for the string"),
+    ("Off", "write false for the boolean, or quote it ('Off') for the string"),
+    ("yes", "write true for the boolean"), ("NO", "write false for the boolean"),
+    ("0777", "'0777' is the decimal number 777 (YAML 1.2); YAML 1.1 read it as octal 511: write 0o777 for octal"),
+    ("1:30", "'1:30' is the string \"1:30\" (YAML 1.2); YAML 1.1 read it as 90: write 90 for the number"),
+    ("1_000", "write 1000 for the number"), ("0b11", "write 3 for the number"), ("-0x1F", "write -31"),
+    ("-0777", "YAML 1.1 read it as -511: write -511"),
+])
+def test_a_spelling_yaml_1_1_read_otherwise_is_a_warning_with_the_fix(text, fix):
+    _, problems, found = load(f"pipeline: p\nmode:  {text}\n")
+    assert problems == [(2, 8, "legacy-yaml")]
+    assert found[0].severity == "warning" and fix in found[0].message
+    assert str(found[0]).startswith("p.yaml:2:8: warning: legacy-yaml: ")
+
+
+@pytest.mark.parametrize("text", [
+    "a: 'on'\n", 'a: "0777"\n', "a: |\n  yes\n", "on: 1\n", "a: 1e3\n", "a: 0o17\n", "a: true\n",
+    "a: 2026-04-02\n", "a: !!str on\n", "a: &x !!str on\nb: *x\n", "a: !!float 1\n", "a: 12\n", "a: ~\n", "a: .nan\n", "a: 0x1F\n",
+])
+def test_spellings_that_mean_the_same_or_are_quoted_get_no_warning(text):
+    _, problems, _ = load(text)
+    assert problems == []
+
+
+def test_every_legacy_spelling_in_a_list_is_reported_at_its_place():
+    _, problems, _ = load("a: [on, 'off', 0777, x]\nb:\n  - yes\n")
+    assert problems == [(1, 5, "legacy-yaml"), (1, 16, "legacy-yaml"), (3, 5, "legacy-yaml")]
+
+
+@given(st.text(alphabet="0123456789_:.+-eExXobBaFfnNyYsS~", max_size=12))
+@settings(max_examples=300)
+def test_any_number_like_plain_scalar_loads_without_raising(text):
+    doc, problems, _ = load(f"a: {text}\n")
+    assert doc is not None or problems
+
+
+@pytest.mark.parametrize("text, value", [
+    ("!!int 0777", 777), ("!!int 0o17", 15), ("!!float 1", 1.0), ("!!bool true", True), ("!!null ~", None),
+])
+def test_explicit_standard_tags_use_the_core_schema_too(text, value):
+    doc, problems, _ = load(f"a: {text}\n")
+    assert type(doc.data["a"]) is type(value) and doc.data["a"] == value
+    assert all(p[2] == "legacy-yaml" for p in problems)
+
+
+@pytest.mark.parametrize("text", ["a: !!bool yes\n", "a: !!int 1:30\n", "a: !!int 1_000\n"])
+def test_an_explicit_tag_on_a_yaml_1_1_only_spelling_is_bad_yaml(text):
+    _, problems, found = load(text)
+    assert problems == [(1, 4, "bad-yaml")]
+    assert "YAML 1.2 core schema" in found[0].message
 
 
 def test_small_aliases_are_expanded():

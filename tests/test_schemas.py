@@ -89,10 +89,27 @@ respond:
 """
 
 
+NUMBERS = """\
+pipeline: numbers
+receive:
+  path: /numbers
+validate:
+  body:
+    type: object
+    properties:
+      count: {const: 1e3}
+      price: {type: number, multipleOf: 1e-8}
+      mode: {const: 0o755}
+respond:
+  body: "'ok'"
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("schemas")
     (folder / "patterns.yaml").write_text(PATTERNS)
+    (folder / "numbers.yaml").write_text(NUMBERS)
     for draft in DRAFTS:
         (folder / f"formats-{draft}.yaml").write_text(format_pipeline(draft))
     for draft in ("draft-07", "2020-12"):
@@ -102,6 +119,23 @@ def server(tmp_path_factory):
 
 def post(server, path, body) -> requests.Response:
     return server.session.post(server.url + path, json=body, timeout=10)
+
+
+# --- inline schemas are read as YAML 1.2: 1e3 is a number ---------------------------------
+
+@pytest.mark.parametrize("body, status", [
+    ({"count": 1000}, 200), ({"count": 1000.0}, 200), ({"count": "1e3"}, 422), ({"count": 1001}, 422),
+    ({"price": 19.99}, 200), ({"price": 0.12345678}, 200), ({"price": 0.123456789}, 422),
+    ({"mode": 493}, 200), ({"mode": 755}, 422),
+])
+def test_exponent_and_octal_numbers_in_an_inline_schema_are_numbers(server, body, status):
+    resp = post(server, "/numbers", body)
+    assert resp.status_code == status, resp.text
+
+
+def test_the_numbers_pipeline_compiles_without_a_diagnostic():
+    _, problems = dsl.compile_text(NUMBERS, "numbers.yaml")
+    assert problems == []
 
 
 # --- patterns: the ECMA-262 dialect -------------------------------------------------------
