@@ -1,14 +1,12 @@
-"""The DSL's expression language: JMESPath, compiled once at load time.
+"""The DSL's expression language: JMESPath Community Edition, compiled once at load time.
 
 Re-exports the compiler of :mod:`dsl.jmes` so the rest of the package has one
 import; see there for static checks (unknown functions, arity) and offsets.
 """
 from __future__ import annotations
 
-from jmespath.exceptions import JMESPathError
-from jmespath.lexer import Lexer
-
 from .jmes import Expression, ExpressionError, compile_expression
+from .jmes_lexer import SyntaxProblem, tokenize
 
 __all__ = ["Expression", "ExpressionError", "compile_expression", "bare_literals"]
 _LITERAL_WORDS = ("null", "true", "false")
@@ -22,8 +20,8 @@ def bare_literals(text: str) -> list[tuple[str, int]]:
     [('null', 5)]
     """
     try:
-        tokens = list(Lexer().tokenize(text))
-    except JMESPathError:
+        tokens = tokenize(text)
+    except SyntaxProblem:
         return []
     return [(t["value"], t["start"]) for i, t in enumerate(tokens)
             if t["type"] == "unquoted_identifier" and t["value"] in _LITERAL_WORDS

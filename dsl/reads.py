@@ -60,6 +60,8 @@ def _flow(node: dict, state, note: Callable):
         return state
     if kind in ("current", "identity"):
         return state
+    if kind == "root":             # ``$`` is the root wherever it is written
+        return ()
     if kind in ("index", "slice"):
         _use(state, note)
         return _OTHER
@@ -73,8 +75,13 @@ def _flow(node: dict, state, note: Callable):
         for child in node["children"]:
             _flow(child, _OTHER, note)
         return _OTHER
-    if kind == "literal":
+    if kind in ("literal", "variable_ref"):   # a variable's value was read where it was bound
         return _OTHER
+    if kind == "let_expression":
+        *bindings, body = node["children"]
+        for binding in bindings:
+            _use(_flow(binding["children"][0], state, note), note)
+        return _flow(body, state, note)
     if kind in _WHOLE:             # every child is read as a whole from the current value
         for child in node["children"]:
             _use(_flow(child, state, note), note)
@@ -85,7 +92,8 @@ def _flow(node: dict, state, note: Callable):
 
 _CHAINS = frozenset({"subexpression", "pipe", "index_expression"})
 _WHOLE = frozenset({"flatten", "function_expression", "comparator", "or_expression", "and_expression",
-                    "not_expression", "multi_select_list", "multi_select_dict", "key_val_pair"})
+                    "not_expression", "multi_select_list", "multi_select_dict", "key_val_pair",
+                    "arithmetic", "arithmetic_unary", "ternary"})
 _PER_ELEMENT = frozenset({"projection", "value_projection", "filter_projection"})
 
 

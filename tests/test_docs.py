@@ -536,6 +536,8 @@ EXAMPLE_SOURCES = {
     "bad-expression": _STEP + "\"request.body.total > 100\"\n",
     "unknown-function": _STEP + "\"sum_by(request.body.lines, &qty)\"\n",
     "bad-arity": _STEP + "\"length(request.body.lines, `1`)\"\n",
+    "unknown-variable": _STEP + "\"let $tax = request.body.tax in request.body.net * (`1` + $rate)\"\n",
+    "bad-argument": _STEP + "\"pad_left(request.body.id, `8`, '00')\"\n",
     "bare-literal": _HEAD + "steps:\n  - id: check\n    route:\n      - when: \"request.body.test == true\"\n"
                             "        respond: {status: 204}\n",
     "step-not-run": _STEP + "\"steps.stock.body\"\n  - id: stock\n    transform: \"request.body\"\n",
