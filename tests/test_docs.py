@@ -43,6 +43,12 @@ import pytest
 import requests
 
 import dsl
+from dsl import jmes_functions
+from dsl.jmes import ExpressionError, compile_expression
+from dsl.jmes_compile import compile_tree
+from dsl.jmes_functions import InvalidValueError, NotANumberError
+from dsl.jmes_parser import parse
+from jmespath.exceptions import JMESPathTypeError
 from conftest import start_hookline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -485,7 +491,8 @@ def test_counts():
 
 # --- links between the pages ------------------------------------------------------------------
 
-OWN_PAGES = [DOCS / p for p in ("dsl.md", "errors.md", "cli.md", "architecture.md", "operations.md")] \
+OWN_PAGES = [DOCS / p for p in ("dsl.md", "errors.md", "cli.md", "architecture.md", "operations.md",
+                                "expressions.md")] \
     + sorted((DOCS / "steps").glob("*.md"))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -607,3 +614,97 @@ def test_every_cli_command_and_option_is_in_cli_md():
         if name.count(" ") == 1 and f"hookline {name.split()[1]}" not in text:
             missing.append(name)
     assert missing == []
+
+
+# --- docs/expressions.md: every example and every function row runs -----------------------------
+
+EXPRESSION_ERRORS = {"invalid-type": JMESPathTypeError, "invalid-value": InvalidValueError,
+                     "not-a-number": NotANumberError}
+
+
+def expression_examples() -> list:
+    """``pytest.param(input, expr, outcome, expected)`` for each ``expr:`` line of the
+    ```example blocks: ``input:`` holds until the next one; ``result:`` or ``error:`` follows."""
+    params = []
+    for block in (b for b in ALL if b.lang == "example"):
+        given, expr = None, None
+        for n, line in enumerate(block.text.splitlines()):
+            key, _, rest = line.partition(":")
+            rest = rest.strip()
+            if key == "input":
+                given = json.loads(rest)
+            elif key == "expr":
+                expr = rest
+            elif key in ("result", "error"):
+                value = json.loads(rest) if key == "result" else rest
+                params.append(pytest.param(given, expr, key, value, id=f"{block.id}+{n}"))
+            else:
+                raise AssertionError(f"{block.id}: unknown line {line!r}")
+    return params
+
+
+EXAMPLES_RUN = expression_examples()
+
+
+def test_expressions_page_has_examples_of_every_feature():
+    text = " ".join(p.values[1] for p in EXAMPLES_RUN)
+    assert len(EXAMPLES_RUN) >= 30
+    for feature in ("let ", "$.", " ? ", " // ", " % ", "×", "÷", "−", "[::-1]", "[?", "&", "{", " | "):
+        assert feature in text, feature
+
+
+@pytest.mark.parametrize("given, expr, outcome, expected", EXAMPLES_RUN)
+def test_expression_example(given, expr, outcome, expected):
+    if outcome == "result":
+        assert compile_expression(expr).search(given) == expected
+    elif expected in EXPRESSION_ERRORS:
+        with pytest.raises(EXPRESSION_ERRORS[expected]):
+            compile_expression(expr).search(given)
+    else:
+        with pytest.raises(ExpressionError) as caught:
+            compile_expression(expr)
+        assert caught.value.code == expected
+
+
+def function_rows() -> list[list[str]]:
+    """The cells of each row of the table under ``## Functions`` (``\\|`` is a literal bar)."""
+    text = (DOCS / "expressions.md").read_text()
+    section = text.split("\n## Functions\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [[cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+
+
+def _code(cell: str) -> str:
+    """The text of a ``code`` or ````code```` span."""
+    m = re.fullmatch(r"(`+)\s?(.*?)\s?\1", cell)
+    assert m, cell
+    return m.group(2)
+
+
+FUNCTION_ROWS = {_code(row[0]): row for row in function_rows()}
+
+
+def test_every_function_has_a_row():
+    assert sorted(FUNCTION_ROWS) == sorted(jmes_functions.FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION_ROWS))
+def test_function_row(name):
+    _, signature, example, result, null, wrong = FUNCTION_ROWS[name]
+    assert _code(signature).startswith(f"{name}(")
+    tree = parse(_code(example))
+    assert tree["type"] == "function_expression" and tree["value"] == name
+    assert compile_expression(_code(example)).search({}) == json.loads(_code(result))
+    # "null": what it gives with every argument that is not an &expr null.
+    tree["children"] = [c if c["type"] == "expref" else {"type": "literal", "children": [], "value": None,
+                                                           "offset": c["offset"]} for c in tree["children"]]
+    if null == "invalid-type":
+        with pytest.raises(JMESPathTypeError):
+            compile_tree(tree)({}, ({},))
+    else:
+        assert compile_tree(tree)({}, ({},)) == json.loads(_code(null))
+    if wrong != "—":
+        assert _code(wrong).startswith(f"{name}(")
+        with pytest.raises(JMESPathTypeError) as caught:
+            compile_expression(_code(wrong)).search({})
+        assert name in str(caught.value)

@@ -24,7 +24,7 @@ from dsl.jmes import Expression, ExpressionError, compile_expression
 import dsl.jmes_functions
 from dsl.jmes_lexer import tokenize
 from dsl.jmes_parser import SyntaxProblem, parse, strip_offsets
-from dsl.jmes_functions import InvalidTypeError, InvalidValueError
+from dsl.jmes_functions import InvalidTypeError, InvalidValueError, NotANumberError
 
 # The suite still has a few legacy literals (`foo` meaning "foo"); jmespath warns on them.
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated string literal syntax")
@@ -140,6 +140,42 @@ def test_trees_are_jmespaths_for_the_standard_grammar():
         assert strip_offsets(parse(expression)) == expected, expression
         compared += 1
     assert compared > 700
+
+
+# --- the Community Edition features: Hookline's own cases ------------------------------
+
+CE_SUITE = Path(__file__).parent / "data" / "jmespath-ce"
+CE_COMPILE_TIME = COMPILE_TIME | {"undefined-variable": "unknown-variable", "invalid-argument": "bad-argument"}
+CE_RUNTIME = RUNTIME | {"not-a-number": NotANumberError}
+CE_CASES = [pytest.param(suite["given"], case, id=f"{path.stem}-{n}")
+            for path in sorted(CE_SUITE.glob("*.json"))
+            for suite in json.loads(path.read_text())
+            for n, case in enumerate(suite["cases"])]
+
+
+def test_every_community_feature_has_cases():
+    assert {p.stem for p in CE_SUITE.glob("*.json")} == {
+        "arithmetic", "let", "root", "ternary", "string_slices", "string_functions", "object_functions"}
+    errors = {case.values[1].get("error") for case in CE_CASES}
+    assert {"syntax", "invalid-arity", "undefined-variable", "invalid-type", "invalid-value",
+            "not-a-number", "unknown-function"} <= errors
+    assert len(CE_CASES) >= 150
+
+
+@pytest.mark.parametrize("given_doc, case", CE_CASES)
+def test_community_case(given_doc, case):
+    expression = case["expression"]
+    if "result" in case:
+        actual = compile_expression(expression).search(given_doc)
+        assert same_json(actual, case["result"]), (expression, actual, case["result"])
+    elif case["error"] in CE_COMPILE_TIME:
+        with pytest.raises(ExpressionError) as caught:
+            compile_expression(expression)
+        assert caught.value.code == CE_COMPILE_TIME[case["error"]], caught.value
+    else:
+        compiled = compile_expression(expression)
+        with pytest.raises(CE_RUNTIME[case["error"]]):
+            compiled.search(given_doc)
 
 
 # --- properties -----------------------------------------------------------------
