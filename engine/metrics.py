@@ -14,10 +14,12 @@ describe the store or the configuration (``hookline_jobs``,
 ``hookline_oldest_pending_job_age_seconds``, ``hookline_pipelines_loaded``)
 are not per process: the scraping worker reads them fresh (:func:`exposition`).
 
-Per request the cost is a few dictionary lookups and memory-mapped adds: every
-label set known at load time (a pipeline's duration histogram, each step's)
-is bound once by :meth:`Metrics.instrument`; the rest (status codes, hosts,
-refusal reasons) is bound on first use and kept.
+Per request the cost is a few dictionary lookups and additions to plain
+numbers: every label set known at load time (a pipeline's duration
+histogram, each step's) is bound once by :meth:`Metrics.instrument`, the rest
+(status codes, hosts, refusal reasons) on first use, and kept. Each process
+writes its numbers to its files once a second (:meth:`Metrics.run`), so a
+scrape may miss the last second of the other processes (never its own).
 
     >>> unrouted = method_label("BREW")
     >>> unrouted, method_label("POST")
@@ -25,10 +27,12 @@ refusal reasons) is bound on first use and kept.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import time
+from bisect import bisect_left
 from dataclasses import replace
 
 from dsl.runtime import CallError
@@ -40,6 +44,7 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FLUSH_S = 1.0            # each process writes its counts to the shared files this often
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -68,58 +73,90 @@ def enable(directory: str) -> None:
 
 
 class Metrics:
-    """The metric families of one process (made after :func:`enable`)."""
+    """The metric families of one process (made after :func:`enable`).
+
+    The request path adds to plain numbers in this process (:class:`_Count`,
+    :class:`_Timing`: ~0.1 µs where prometheus-client's memory-mapped values take
+    ~1–2 µs an update); :meth:`flush` writes them to this process's files, once a second
+    from :meth:`run`, and in the worker answering a scrape just before it reads the files."""
 
     def __init__(self):
         from prometheus_client import Counter, Histogram
         c = lambda name, text, labels=(): Counter(name, text, labels, registry=None)  # noqa: E731
+        h = lambda name, text, labels, buckets: Histogram(name, text, labels, registry=None,  # noqa: E731
+                                                          buckets=buckets)
         self.requests = c("hookline_requests", "HTTP requests answered", ("pipeline", "method", "status"))
-        self.request_seconds = Histogram("hookline_request_duration_seconds", "Time from the request's "
-                                         "headers to its response", ("pipeline",), registry=None,
-                                         buckets=REQUEST_BUCKETS)
-        self.step_seconds = Histogram("hookline_step_duration_seconds", "Time one step took",
-                                      ("pipeline", "step"), registry=None, buckets=STEP_BUCKETS)
+        self.request_seconds = h("hookline_request_duration_seconds", "Time from the request's headers to its "
+                                 "response", ("pipeline",), REQUEST_BUCKETS)
+        self.step_seconds = h("hookline_step_duration_seconds", "Time one step took", ("pipeline", "step"),
+                              STEP_BUCKETS)
         self.calls = c("hookline_calls", "Outbound calls of call steps, by destination host:port and outcome "
                        "(2xx..5xx, or timeout, unreachable, too-large, forbidden)",
                        ("pipeline", "step", "host", "outcome"))
         self.deliveries = c("hookline_deliveries", "Async branch delivery attempts by outcome (done, retry, "
                             "dead)", ("pipeline", "branch", "outcome"))
-        self.attempt_seconds = Histogram("hookline_delivery_attempt_seconds", "Time one delivery attempt "
-                                         "took", ("pipeline", "branch"), registry=None, buckets=REQUEST_BUCKETS)
+        self.attempt_seconds = h("hookline_delivery_attempt_seconds", "Time one delivery attempt took",
+                                 ("pipeline", "branch"), REQUEST_BUCKETS)
         self.refusals = c("hookline_refusals", "Requests refused before any step ran, by reason",
                           ("pipeline", "reason"))
         self.dedupe_hits = c("hookline_dedupe_hits", "Repeated deliveries answered from the store",
                              ("pipeline",))
         self.store_errors = c("hookline_store_errors", "Store operations that failed (store unreachable, "
                               "disk full)")
-        self._requests: dict = {}
-        self._durations: dict = {}
+        self._kept: dict = {}       # (family, label values) -> _Count or _Timing
+        self._requests: dict = {}   # (pipeline, method, status) -> _Count: the hottest lookup, flat
+        self._store_errors = self._count(self.store_errors)
+
+    def _count(self, family, *labels) -> _Count:
+        key = (family, labels)
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = _Count(family.labels(*labels) if labels else family)
+        return kept
+
+    def _timing(self, family, *labels) -> _Timing:
+        key = (family, labels)
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = _Timing(family.labels(*labels))
+        return kept
 
     def request(self, pipeline: str, method: str, status: int, seconds: float) -> None:
         """One answered request (``pipeline`` may be :data:`UNROUTED` or :data:`ADMIN`)."""
         key = (pipeline, method, status)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(pipeline, method_label(method), str(status))
-        child.inc()
-        timer = self._durations.get(pipeline)
-        if timer is None:
-            timer = self._durations[pipeline] = self.request_seconds.labels(pipeline)
-        timer.observe(seconds)
+        count = self._requests.get(key)
+        if count is None:
+            count = self._requests[key] = self._count(self.requests, pipeline, method_label(method), str(status))
+        count.n += 1
+        self._timing(self.request_seconds, pipeline).observe(seconds)
 
     def refused(self, pipeline: str, reason: str) -> None:
-        self.refusals.labels(pipeline, reason).inc()
+        self._count(self.refusals, pipeline, reason).n += 1
 
     def dedupe_hit(self, pipeline: str) -> None:
-        self.dedupe_hits.labels(pipeline).inc()
+        self._count(self.dedupe_hits, pipeline).n += 1
 
     def store_error(self) -> None:
-        self.store_errors.inc()
+        self._store_errors.n += 1
 
     def delivered(self, pipeline: str, branch: str, outcome: str, seconds: float) -> None:
         """One delivery attempt: ``outcome`` is done, retry or dead."""
-        self.deliveries.labels(pipeline, branch, outcome).inc()
-        self.attempt_seconds.labels(pipeline, branch).observe(seconds)
+        self._count(self.deliveries, pipeline, branch, outcome).n += 1
+        self._timing(self.attempt_seconds, pipeline, branch).observe(seconds)
+
+    def flush(self) -> None:
+        """Write what this process counted since the last flush to its files."""
+        for kept in list(self._kept.values()):
+            kept.flush()
+
+    async def run(self, every_s: float = FLUSH_S) -> None:
+        """Flush every ``every_s`` seconds, until cancelled (then once more)."""
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                self.flush()
+        finally:
+            self.flush()
 
     def instrument(self, pipelines) -> list:
         """The pipelines with every step (sync and async branches') timed, and calls counted."""
@@ -128,19 +165,59 @@ class Metrics:
     def _instrumented(self, p):
         """Also makes the series each pipeline will have (at 0), so that they exist before the
         first event: a rate over a series that appears late misses its first increase."""
-        self._durations[p.name] = self.request_seconds.labels(p.name)
+        self._timing(self.request_seconds, p.name)
         if p.dedupe is not None:
-            self.dedupe_hits.labels(p.name)
+            self._count(self.dedupe_hits, p.name)
         for b in p.branches:
-            self.attempt_seconds.labels(p.name, b.id)
+            self._timing(self.attempt_seconds, p.name, b.id)
             for outcome in ("done", "retry", "dead"):
-                self.deliveries.labels(p.name, b.id, outcome)
+                self._count(self.deliveries, p.name, b.id, outcome)
         branches = tuple(replace(b, steps=self._timed(p.name, b.steps)) for b in p.branches)
         return replace(p, steps=self._timed(p.name, p.steps), branches=branches)
 
     def _timed(self, pipeline: str, steps) -> tuple:
-        return tuple(_Timed(s, self.step_seconds.labels(pipeline, s.id), _Calls(self.calls, pipeline, s.id))
+        return tuple(_Timed(s, self._timing(self.step_seconds, pipeline, s.id), _Calls(self, pipeline, s.id))
                      for s in steps)
+
+
+class _Count:
+    """A counter's increments in this process (``n += 1``), until :meth:`flush`."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child):
+        self.child, self.n = child, 0       # labels() made the series, at 0, in this process's file
+
+    def flush(self) -> None:
+        if self.n:
+            n, self.n = self.n, 0
+            self.child.inc(n)
+
+
+class _Timing:
+    """A histogram's observations in this process: their sum and a count per bucket, until
+    :meth:`flush` adds them to the child's own values (``_sum``, ``_buckets``: attributes
+    prometheus-client has kept since its first releases; tests/test_metrics.py checks the
+    counts come out exact)."""
+
+    __slots__ = ("child", "bounds", "sum", "counts")
+
+    def __init__(self, child):
+        self.child, self.bounds = child, tuple(child._upper_bounds)      # ends with +Inf
+        self.sum, self.counts = 0.0, [0] * len(self.bounds)
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        self.counts[bisect_left(self.bounds, seconds)] += 1     # the first bucket with le >= seconds
+
+    def flush(self) -> None:
+        if any(self.counts):
+            total, counts = self.sum, self.counts
+            self.sum, self.counts = 0.0, [0] * len(self.bounds)
+            self.child._sum.inc(total)
+            for bucket, n in zip(self.child._buckets, counts):
+                if n:
+                    bucket.inc(n)
 
 
 class _Off:
@@ -159,6 +236,9 @@ class _Off:
         pass
 
     def delivered(self, pipeline, branch, outcome, seconds):
+        pass
+
+    def flush(self):
         pass
 
     def instrument(self, pipelines) -> list:
@@ -198,19 +278,19 @@ class _Timed:
 
 
 class _Calls:
-    """``hookline_calls_total`` children of one step, by (host, outcome), bound on first use."""
+    """``hookline_calls_total`` of one step, by (host, outcome), bound on first use."""
 
-    __slots__ = ("family", "pipeline", "step", "children")
+    __slots__ = ("metrics", "pipeline", "step", "kept")
 
-    def __init__(self, family, pipeline, step):
-        self.family, self.pipeline, self.step, self.children = family, pipeline, step, {}
+    def __init__(self, metrics, pipeline, step):
+        self.metrics, self.pipeline, self.step, self.kept = metrics, pipeline, step, {}
 
     def count(self, url: str, outcome: str) -> None:
         key = (_host(url), outcome)
-        child = self.children.get(key)
-        if child is None:
-            child = self.children[key] = self.family.labels(self.pipeline, self.step, *key)
-        child.inc()
+        kept = self.kept.get(key)
+        if kept is None:
+            kept = self.kept[key] = self.metrics._count(self.metrics.calls, self.pipeline, self.step, *key)
+        kept.n += 1
 
 
 class _Counted:

@@ -28,8 +28,9 @@ _JSON = "application/json"
 class State:
     """What the probes and the exposition read from one HTTP worker."""
 
-    def __init__(self, pipelines: int, store=None, metrics_on: bool = False):
-        self.pipelines, self.store, self.metrics_on = pipelines, store, metrics_on
+    def __init__(self, pipelines: int, store=None, counters=metrics.OFF):
+        self.pipelines, self.store, self.counters = pipelines, store, counters
+        self.metrics_on = counters is not metrics.OFF
         self.draining = False
 
 
@@ -70,6 +71,7 @@ async def exposition(state: State) -> bytes:
     """Every process's metrics, plus the gauges read now: pipelines loaded, and the store's
     jobs by state and the age of its oldest pending job (left out when the store does not
     answer: a missing series, not a wrong zero)."""
+    state.counters.flush()          # this process's last counts; the others' are at most FLUSH_S old
     gauges = {"hookline_pipelines_loaded": ("Pipelines this server runs", [({}, state.pipelines)])}
     if state.store is not None:
         try:

@@ -135,6 +135,8 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     outbound, outage = Outbound(allow_hosts=allow_hosts), Outage(metrics=counters)
     store = deliverer = backlog = nudge = None
     background = []
+    if counted:
+        background.append(asyncio.get_running_loop().create_task(counters.run()))
     if _needs_store(pipelines, store_url, admin):
         store = await _open_store(store_url)
         backlog = Backlog(store, max_backlog, outage=outage)
@@ -175,6 +177,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
         probes.stop()
         await asyncio.wait_for(probes.close_all_connections(), timeout=5)
     await app.outbound.close()
+    counters.flush()
     if access is not None:
         access.flush()
     return 0
@@ -191,15 +194,19 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     store = await _open_store(store_url, for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
-    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s,
-                          metrics=metrics.Metrics() if counted else metrics.OFF)
+    counters = metrics.Metrics() if counted else metrics.OFF
+    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, metrics=counters)
     watch(wake_fd, deliverer.wake)
     gc.collect()
     gc.freeze()
     delivering = asyncio.get_running_loop().create_task(deliverer.run())
+    flushing = asyncio.get_running_loop().create_task(counters.run()) if counted else None
     await _stopped()
     await deliverer.stop(shutdown_timeout)
     await delivering
+    if flushing is not None:
+        flushing.cancel()
+    counters.flush()
     await store.close()
     await outbound.close()
     return 0

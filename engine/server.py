@@ -60,7 +60,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         pipelines = tuple(pipelines)
         self.openapi = openapi_document(pipelines) if admin is not None else None
         pipelines = metrics.instrument(pipelines)      # the same, with steps timed
-        self.state = State(len(pipelines), store, metrics_on=metrics is not OFF)   # health and /metrics
+        self.state = State(len(pipelines), store, metrics)   # health and /metrics
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
