@@ -123,10 +123,10 @@ class Metrics:
 
     def request(self, pipeline: str, method: str, status: int, seconds: float) -> None:
         """One answered request (``pipeline`` may be :data:`UNROUTED` or :data:`ADMIN`)."""
-        key = (pipeline, method, status)
+        key = (pipeline, method_label(method), status)     # bounded, whatever methods clients invent
         count = self._requests.get(key)
         if count is None:
-            count = self._requests[key] = self._count(self.requests, pipeline, method_label(method), str(status))
+            count = self._requests[key] = self._count(self.requests, pipeline, key[1], str(status))
         count.n += 1
         self._timing(self.request_seconds, pipeline).observe(seconds)
 
