@@ -6,6 +6,7 @@ Diagnostics go to standard output as ``file:line:col: code: message``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -217,8 +218,12 @@ def _serve(args) -> int:
     def ready(sockets):
         port = sockets[0].getsockname()[1]
         apart = args.delivery_workers if delivers_apart(pipelines, args.store, args.delivery_workers) else 0
-        print(f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
-              f"(workers={args.workers}, delivery_workers={apart}, loop={loop})", file=sys.stderr, flush=True)
+        line = (f"hookline: serving {len(pipelines)} pipeline(s) on http://{args.host}:{port} "
+                f"(workers={args.workers}, delivery_workers={apart}, loop={loop})")
+        if args.log_format == "json":       # every line of standard error a JSON object
+            logging.getLogger("hookline").info(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     from dsl.access import parse_networks
     from .queue import open_store

@@ -94,7 +94,10 @@ def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret
     assert {a["delivery_id"] for a in lines if a is not deliver} == {""}
     assert len({a["run_id"] for a in lines if a["run_id"]}) == len([a for a in lines if a["run_id"]])
     if fmt == "json":
-        assert len({a["pid"] for a in lines}) >= 1 and all(a["level"] == "info" for a in lines)
+        assert all(a["level"] == "info" for a in lines)
+        every = [json.loads(line) for line in log.splitlines() if line.strip()]     # each line is JSON
+        assert {"time", "level", "logger", "pid", "message"} <= set.intersection(*(set(d) for d in every))
+        assert any(d["message"].startswith("hookline: serving 4 pipeline(s)") for d in every)
         attempts = [json.loads(line) for line in log.splitlines()
                     if line.startswith("{") and json.loads(line)["logger"] == "hookline.delivery"]
         retry, dead = [a for a in attempts if a.get("delivery") == deliver["delivery_id"]]
