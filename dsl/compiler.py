@@ -19,12 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import Diagnostic
-from .expressions import ExpressionError, bare_literals, compile_expression
+from .expressions import ExpressionError, bare_literals, compile_expression, function_names
+from .hints import dashed_names, did_you_mean, error_hint, quoted_text
 from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
 from .schemas import coercions, is_file_ref, load_schema_and_source
-from .shape import check_shape
+from .salvage import salvage
+from .shape import check_shape, refused_paths
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
 from .templates import Template, parse
@@ -64,18 +66,31 @@ class CompileContext:
 
     def expr(self, path, *, text=None, offset=0):
         """Compile the expression at ``path`` (or ``text`` found at ``offset`` in it)."""
-        text = self.get(path) if text is None else text
+        whole = text is None
+        text = self.get(path) if whole else text
         try:
             compiled = compile_expression(text)
         except ExpressionError as exc:
-            self.error(path, exc.code, exc.message, offset=offset + exc.offset)
+            hint = error_hint(text, exc.code, exc.offset, function_names())
+            self.error(path, exc.code, exc.message + hint, offset=offset + exc.offset)
             return None
+        self._slips(path, text, offset, whole)
         for step_id, at in compiled.step_refs():
             self._check_ref(path, step_id, offset + at)
         for word, at in bare_literals(text):
             self.error(path, "bare-literal", f"'{word}' here is a field name; for the literal write `{word}`",
                        offset=offset + at, severity="warning")
         return compiled
+
+    def _slips(self, path, text, offset, whole):
+        """Warnings for text that compiles but is most likely not what the author meant."""
+        for quoted, at in dashed_names(text):
+            self.error(path, "dashed-name", f"this subtracts names; for a name with '-' write {quoted}",
+                       offset=offset + at, severity="warning")
+        span = self.doc.spans.get(tuple(path)) if whole else None
+        message = quoted_text(text, span[2] if span else None)
+        if message:
+            self.error(path, "quoted-text", message, severity="warning")
 
     def _check_ref(self, path, step_id, offset):
         if step_id in self.available:
@@ -85,7 +100,8 @@ class CompileContext:
             self.error(path, "step-not-run", msg, offset=offset)
         else:
             known = ", ".join(sorted(self.ids)) or "none"
-            self.error(path, "unknown-step", f"no step with id '{step_id}' (known: {known})", offset=offset)
+            self.error(path, "unknown-step", f"no step with id '{step_id}'{did_you_mean(step_id, self.ids)} "
+                       f"(known: {known})", offset=offset)
 
     def template(self, path, *, url: bool):
         """Compile a template string: substitute ${env:}/${file:}, compile {expressions}."""
@@ -211,10 +227,11 @@ def compile_text(text: str, file: str, env=None, base_dir=None, require_env=True
     if not isinstance(doc.data, dict):
         return None, problems + [doc.diag((), "wrong-type", "a pipeline file must be a mapping of keys")]
     problems += check_shape(doc)
-    if any(d.severity == "error" for d in problems):
-        return None, sorted(set(problems))
-    cc = CompileContext(doc, Path(base_dir or Path(file).parent), os.environ if env is None else env,
-                        require_env)
+    base_dir = Path(base_dir or Path(file).parent)
+    env = os.environ if env is None else env
+    if any(d.severity == "error" for d in problems):    # no pipeline; the well-formed parts are compiled
+        return None, sorted(set(problems + _salvaged_diagnostics(doc, base_dir, env, require_env)))
+    cc = CompileContext(doc, base_dir, env, require_env)
     pipeline = _compile(cc)
     problems = sorted(set(problems + cc.diagnostics))
     if any(d.severity == "error" for d in problems):
@@ -239,6 +256,20 @@ def version_of(text: str, files, base=".") -> str:
         relative = os.path.relpath(name, base)       # the same version whatever the directory is called
         digest.update(b"\0" + relative.encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.hexdigest()[:12]
+
+
+def _salvaged_diagnostics(doc, base_dir, env, require_env) -> list:
+    """The compile stage's diagnostics for ``doc`` with its ill-formed parts stood in for
+    (``dsl.salvage``): a structural mistake does not hide the others."""
+    data = salvage(doc.data, refused_paths(doc.data), refused_paths)
+    if data is None:
+        return []
+    cc = CompileContext(dataclasses.replace(doc, data=data), base_dir, env, require_env)
+    try:
+        _compile(cc)
+    except Exception:   # best effort on data that never fitted: what was found so far stands
+        pass
+    return cc.diagnostics
 
 
 def _compile(cc):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .jmes import Expression, ExpressionError, compile_expression
 from .jmes_lexer import SyntaxProblem, tokenize
 
-__all__ = ["Expression", "ExpressionError", "compile_expression", "bare_literals"]
+__all__ = ["Expression", "ExpressionError", "compile_expression", "bare_literals", "function_names"]
 _LITERAL_WORDS = ("null", "true", "false")
 
 
@@ -26,3 +26,10 @@ def bare_literals(text: str) -> list[tuple[str, int]]:
     return [(t["value"], t["start"]) for i, t in enumerate(tokens)
             if t["type"] == "unquoted_identifier" and t["value"] in _LITERAL_WORDS
             and (i == 0 or tokens[i - 1]["type"] != "dot")]
+
+
+def function_names() -> tuple[str, ...]:
+    """Every function an expression may call (for "did you mean")."""
+    from . import jmes_functions
+    table = getattr(jmes_functions, "FUNCTIONS", None) or jmes_functions._TABLE
+    return tuple(sorted(table))

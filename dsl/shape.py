@@ -34,6 +34,20 @@ def check_shape(doc) -> list[Diagnostic]:
     return out
 
 
+def refused_paths(data) -> list[tuple]:
+    """Where ``data`` does not fit the DSL: the path of each refused value (an unknown key's
+    own path; a mapping that misses a required key: the mapping's path)."""
+    out = []
+    for error in _validator().iter_errors(data):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            out.extend(path + (k,) for k in error.instance if k not in allowed)
+        else:
+            out.append(path)
+    return out
+
+
 def _explain(doc, error):
     handler = _HANDLERS.get(error.validator, _generic)
     return handler(doc, tuple(error.absolute_path), error)

@@ -67,6 +67,8 @@ def _parser():
                       help="a missing ${env:...} variable is an error, as for serve (default: a warning)")
     lint.add_argument("--versions", action="store_true",
                       help="also print each pipeline's version: <pipeline> <version> <file>, tab-separated")
+    lint.add_argument("--strict", action="store_true",
+                      help="warnings count as errors (exit 1), for CI")
     lint.set_defaults(func=_lint)
     schema = sub.add_parser("schema", help="print the editor JSON Schema of the DSL")
     schema.set_defaults(func=_schema)
@@ -174,20 +176,20 @@ def _existing_store(url: str):
     return store, None
 
 
-def _compile(paths, require_env=True):
-    """Compile and print every diagnostic; return (pipelines, errors)."""
+def _compile(paths, require_env=True, strict=False):
+    """Compile and print every diagnostic; return (pipelines, errors) (``strict``: warnings too)."""
     missing = [p for p in paths if not Path(p).exists()]
     for p in missing:
         print(f"{p}:1:1: not-found: no such file or directory")
     pipelines, problems = dsl.compile_paths([p for p in paths if p not in missing], require_env=require_env)
     for d in problems:
         print(d)
-    errors = [d for d in problems if d.severity == "error"]
+    errors = [d for d in problems if d.severity == "error" or strict and d.code != "missing-env"]
     return pipelines, errors + missing
 
 
 def _lint(args) -> int:
-    pipelines, errors = _compile(args.paths, require_env=args.require_env)
+    pipelines, errors = _compile(args.paths, require_env=args.require_env, strict=args.strict)
     files = len(dsl.pipeline_files([p for p in args.paths if Path(p).exists()]))
     if args.versions:
         for p in sorted(pipelines, key=lambda p: p.name):

@@ -549,6 +549,8 @@ EXAMPLE_SOURCES = {
                             "        respond: {status: 204}\n",
     "step-not-run": _STEP + "\"steps.stock.body\"\n  - id: stock\n    transform: \"request.body\"\n",
     "unknown-step": _STEP + "\"steps.ordr.id\"\n",
+    "dashed-name": _STEP + "request.headers.x-github-event\n",
+    "quoted-text": _STEP + "'duplicate'\n",
     "duplicate-step": _STEP + "\"request.body\"\n  - id: order\n    transform: \"request.body.id\"\n",
     "duplicate-branch": _HEAD + "async:\n  - id: crm\n    steps: [{id: a, transform: '@'}]\n"
                                 "  - id: crm\n    steps: [{id: b, transform: '@'}]\n",

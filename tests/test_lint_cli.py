@@ -158,7 +158,7 @@ def test_lint_reports_a_mistake_inside_a_route_branch_without_a_traceback(tmp_pa
     (tmp_path / "branch.yaml").write_text(BRANCH_MISTAKE)
     result = run("lint", "branch.yaml", cwd=tmp_path)
     assert "Traceback" not in result.stderr, f"hookline lint crashed:\n{result.stderr[-600:]}"
-    assert result.stdout.splitlines() == ["branch.yaml:10:25: unknown-function: unknown function sum_by()"]
+    assert result.stdout.splitlines() == ["branch.yaml:10:25: unknown-function: unknown function sum_by(); did you mean 'sum()'?"]
     assert result.returncode == 1
 
 
