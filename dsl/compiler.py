@@ -25,7 +25,9 @@ from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
 from .schemas import coercions, is_file_ref, load_schema_and_source
+from .jmes_parser import SyntaxProblem, parse as parse_expression
 from .salvage import salvage
+from .schema_check import CALL_OUTPUT, ROUTE_OUTPUT, UNKNOWN, infer, request_shape, steps_shape
 from .shape import check_shape, refused_paths
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
@@ -51,6 +53,10 @@ class CompileContext:
         self.available: set[str] = set()
         self.templated: set[tuple] = set()
         self.reads: set[Path] = set()   # files the pipeline reads besides its own (its version hashes them)
+        self.request = UNKNOWN          # dsl.schema_check: the request's shape, once validate is read
+        self.schemas: dict = {}         # validated part -> its JSON Schema
+        self.outputs: dict = {}         # step id -> the shape of its output, where it is known
+        self.shapes: dict = {}          # expression path -> the shape of its result
 
     def get(self, path):
         value = self.doc.data
@@ -75,6 +81,7 @@ class CompileContext:
             self.error(path, exc.code, exc.message + hint, offset=offset + exc.offset)
             return None
         self._slips(path, text, offset, whole)
+        self._against_schemas(path, text, offset, whole)
         for step_id, at in compiled.step_refs():
             self._check_ref(path, step_id, offset + at)
         for word, at in bare_literals(text):
@@ -91,6 +98,23 @@ class CompileContext:
         message = quoted_text(text, span[2] if span else None)
         if message:
             self.error(path, "quoted-text", message, severity="warning")
+
+    def _against_schemas(self, path, text, offset, whole):
+        """Warnings where the validate schemas (or known step outputs) say a path reads nothing."""
+        try:
+            shape, findings = infer(parse_expression(text), self.request, steps_shape(self.outputs))
+        except (SyntaxProblem, RecursionError):    # compiled, so the CE parser disagrees: no checks
+            return
+        for f in findings:
+            self.error(path, f.code, f.message, offset=offset + f.offset, severity="warning")
+        if whole:
+            self.shapes[tuple(path)] = shape
+
+    def _output(self, path, spec):
+        kind = next((k for k in BY_KEY if k in spec), None)
+        if kind == "transform":
+            return self.shapes.get(tuple(path) + ("transform",), UNKNOWN)
+        return {"call": CALL_OUTPUT, "route": ROUTE_OUTPUT}.get(kind, UNKNOWN)
 
     def _check_ref(self, path, step_id, offset):
         if step_id in self.available:
@@ -170,6 +194,7 @@ class CompileContext:
             step = self._step(path + (i,), spec)
             if step is not None:
                 out.append(step)
+            self.outputs[spec["id"]] = self._output(path + (i,), spec)
             self.available.add(spec["id"])
             self.available.update(_collect_ids(spec, path))
         return tuple(out)
@@ -278,6 +303,7 @@ def _compile(cc):
     receive = data["receive"]
     params = _path_params(cc, receive["path"])
     checks = tuple(_check(cc, part) for part in CHECK_ORDER if part in data.get("validate", {}))
+    cc.request = request_shape(cc.schemas, params)
     verifier = _verifier(cc, receive["verify"]) if "verify" in receive else None
     if "dedupe" in receive:
         dedupe = _dedupe(cc, receive)
@@ -425,6 +451,7 @@ def _check(cc, part):
         in_key = inline and problem.where[-2:-1] == ("patternProperties",)
         cc.error(where, "bad-schema", f"validate.{part}: {problem}", key=in_key)
         return None
+    cc.schemas[part] = schema
     coerce = coercions(schema, lower=part == "headers") if part != "body" else ()
     return Check(part, validator, coerce, json.dumps(schema, sort_keys=True))
 
