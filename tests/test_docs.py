@@ -190,7 +190,7 @@ def test_example_files_are_shown_verbatim_in_the_docs():
 # --- every code is documented ----------------------------------------------------------
 
 _CODE = re.compile(r"^[a-z]+(?:-[a-z]+)*$")
-_CODE_ARG = {"Diagnostic": 3, "diag": 1, "error": 1, "ExpressionError": 0}
+_CODE_ARG = {"Diagnostic": 3, "diag": 1, "error": 1, "ExpressionError": 0, "note": 0}
 _PRINTED_CODE = re.compile(r":\d+:\d+: ([a-z]+(?:-[a-z]+)*): ")
 
 
@@ -551,6 +551,12 @@ EXAMPLE_SOURCES = {
     "unknown-step": _STEP + "\"steps.ordr.id\"\n",
     "dashed-name": _STEP + "request.headers.x-github-event\n",
     "quoted-text": _STEP + "'duplicate'\n",
+    "unknown-field": _HEAD.replace("receive:", "validate:\n  body: {properties: {customer: {properties: "
+                                                  "{email: {}}, additionalProperties: false}}}\nreceive:")
+    + "steps:\n  - id: order\n    transform: request.body.customer.emial\n",
+    "unknown-name": _STEP + "reqest.body\n",
+    "type-mismatch": _HEAD.replace("receive:", "validate:\n  body: {properties: {status: {type: string}}}\nreceive:")
+    + "steps:\n  - id: order\n    transform: request.body.status == `409`\n",
     "duplicate-step": _STEP + "\"request.body\"\n  - id: order\n    transform: \"request.body.id\"\n",
     "duplicate-branch": _HEAD + "async:\n  - id: crm\n    steps: [{id: a, transform: '@'}]\n"
                                 "  - id: crm\n    steps: [{id: b, transform: '@'}]\n",
