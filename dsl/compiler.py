@@ -80,8 +80,8 @@ class CompileContext:
             hint = error_hint(text, exc.code, exc.offset, function_names())
             self.error(path, exc.code, exc.message + hint, offset=offset + exc.offset)
             return None
-        self._slips(path, text, offset, whole)
-        self._against_schemas(path, text, offset, whole)
+        explained = self._slips(path, text, offset, whole)
+        self._against_schemas(path, text, offset, whole, explained)
         for step_id, at in compiled.step_refs():
             self._check_ref(path, step_id, offset + at)
         for word, at in bare_literals(text):
@@ -89,24 +89,30 @@ class CompileContext:
                        offset=offset + at, severity="warning")
         return compiled
 
-    def _slips(self, path, text, offset, whole):
-        """Warnings for text that compiles but is most likely not what the author meant."""
+    def _slips(self, path, text, offset, whole) -> set:
+        """Warnings for text that compiles but is most likely not what the author meant; returns
+        the offsets they explain (no other warning is given there)."""
+        explained = set()
         for quoted, at in dashed_names(text):
             self.error(path, "dashed-name", f"this subtracts names; for a name with '-' write {quoted}",
                        offset=offset + at, severity="warning")
+            explained.update(range(at, at + len(quoted)))
         span = self.doc.spans.get(tuple(path)) if whole else None
         message = quoted_text(text, span[2] if span else None)
         if message:
             self.error(path, "quoted-text", message, severity="warning")
+            explained.update(range(len(text) + 1))
+        return explained
 
-    def _against_schemas(self, path, text, offset, whole):
+    def _against_schemas(self, path, text, offset, whole, explained=frozenset()):
         """Warnings where the validate schemas (or known step outputs) say a path reads nothing."""
         try:
             shape, findings = infer(parse_expression(text), self.request, steps_shape(self.outputs))
         except (SyntaxProblem, RecursionError):    # compiled, so the CE parser disagrees: no checks
             return
         for f in findings:
-            self.error(path, f.code, f.message, offset=offset + f.offset, severity="warning")
+            if f.offset not in explained:
+                self.error(path, f.code, f.message, offset=offset + f.offset, severity="warning")
         if whole:
             self.shapes[tuple(path)] = shape
 
