@@ -60,6 +60,9 @@ def _parser():
     serve.add_argument("--trusted-proxies", default="", metavar="CIDR,...",
                        help="proxies whose X-Forwarded-For/Forwarded names the client (for allow_ips, "
                             "rate_limit); default none: the socket address is the client")
+    serve.add_argument("--reload", action="store_true",
+                       help="recompile and swap in the pipelines when a file changes (SIGHUP always does); "
+                            "a set with errors is not taken: the server keeps serving the current one")
     serve.set_defaults(func=_serve)
     lint = sub.add_parser("lint", help="check pipeline files; print every problem")
     lint.add_argument("paths", nargs="+", metavar="PATH")
@@ -250,6 +253,8 @@ def _serve(args) -> int:
                  store_url=args.store, max_backlog=args.max_backlog, visibility_s=args.visibility_s,
                  admin=admin, trusted=trusted, delivery_workers=args.delivery_workers,
                  delivery_nice=args.delivery_nice, loop=loop, metrics_port=args.metrics_port, access=access,
+                 recompile=lambda: dsl.compile_paths(args.paths),
+                 watch_paths=args.paths if args.reload else None,
                  allow_hosts=tuple(h.strip() for h in args.allow_hosts.split(",") if h.strip()))
 
 

@@ -97,7 +97,7 @@ class Deliverer:
     def __init__(self, store, pipelines, outbound, *, concurrency=64, visibility_s=60.0,
                  poll_s=0.5, rng=random.uniform, outage=None, metrics=OFF):
         self.store, self.outbound, self.metrics = store, outbound, metrics
-        self.branches = {(p.name, b.id): b for p in metrics.instrument(pipelines) for b in p.branches}
+        self.swap(pipelines)
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.outage = outage or Outage(log, metrics)
         self.concurrency, self.visibility_s, self.poll_s = concurrency, visibility_s, poll_s
@@ -105,6 +105,11 @@ class Deliverer:
         self.running: set = set()
         self.wake = asyncio.Event()
         self._stopping = False
+
+    def swap(self, pipelines) -> None:
+        """Deliver with the branches of ``pipelines`` from now on (a reload); attempts running
+        keep the branch they started with."""
+        self.branches = {(p.name, b.id): b for p in self.metrics.instrument(pipelines) for b in p.branches}
 
     async def run(self) -> None:
         while not self._stopping:

@@ -32,6 +32,7 @@ class State:
         self.pipelines, self.store, self.counters = pipelines, store, counters
         self.metrics_on = counters is not metrics.OFF
         self.draining = False
+        self.reloader = None        # engine.reload.Reloader of this worker (its failed count)
 
 
 async def answer(state: State, path: str):
@@ -73,6 +74,9 @@ async def exposition(state: State) -> bytes:
     answer: a missing series, not a wrong zero)."""
     state.counters.flush()          # this process's last counts; the others' are at most FLUSH_S old
     gauges = {"hookline_pipelines_loaded": ("Pipelines this server runs", [({}, state.pipelines)])}
+    if state.reloader is not None:
+        gauges["hookline_failed_reloads"] = ("Reloads (SIGHUP, --reload) refused for errors since the start",
+                                             [({}, state.reloader.failed)])
     if state.store is not None:
         try:
             counts, oldest = await asyncio.wait_for(state.store.stats(), PING_TIMEOUT_S)

@@ -37,6 +37,7 @@ from tornado.netutil import bind_sockets
 from . import metrics
 from .ops import metrics_app
 from .outbound import Outbound
+from .reload import Reloader, watch
 from .server import App
 
 log = logging.getLogger("hookline")
@@ -47,10 +48,12 @@ def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: f
           ready=None, store_url: str = "sqlite:hookline.db", max_backlog: int = 100_000,
           visibility_s: float = 60.0, admin=None, trusted=(), allow_hosts=(),
           delivery_workers: int = 1, delivery_nice: int = DELIVERY_NICE, loop: str = "asyncio",
-          metrics_port: int | None = None, access=None) -> int:
+          metrics_port: int | None = None, access=None, recompile=None, watch_paths=None) -> int:
     """Serve until SIGTERM. Metrics are counted when the admin endpoints are on or
     ``metrics_port`` is given (engine/metrics.py); ``access`` (engine.logs.AccessLog) writes
-    one line per request."""
+    one line per request. ``recompile()`` → ``(pipelines, diagnostics)`` makes SIGHUP reload
+    (engine/reload.py); ``watch_paths`` (``--reload``) also reloads when a file there or a
+    file a pipeline reads changes."""
     run = runner(resolve_loop(loop))
     counted = admin is not None or metrics_port is not None
     directory = metrics.private_dir() if counted else None
@@ -60,14 +63,14 @@ def serve(pipelines, host: str, port: int, workers: int = 1, shutdown_timeout: f
         return _serve(pipelines, host, port, workers, delivery_workers, delivery_nice, run, ready, metrics_port,
                       counted, shutdown_timeout=shutdown_timeout, store_url=store_url, max_backlog=max_backlog,
                       visibility_s=visibility_s, admin=admin, trusted=trusted, allow_hosts=allow_hosts,
-                      access=access)
+                      access=access, recompile=recompile, watch_paths=watch_paths)
     finally:
         if directory is not None:
             metrics.remove_dir(directory)
 
 
 def _serve(pipelines, host, port, workers, delivery_workers, delivery_nice, run, ready, metrics_port, counted,
-           **options) -> int:
+           recompile, watch_paths, **options) -> int:
     sockets = bind_sockets(port, host, reuse_port=False)
     metrics_sockets = bind_sockets(metrics_port, host, reuse_port=False) if metrics_port is not None else []
     if ready:
@@ -75,8 +78,14 @@ def _serve(pipelines, host, port, workers, delivery_workers, delivery_nice, run,
     options.update(metrics_sockets=metrics_sockets, counted=counted)
     if not delivers_apart(pipelines, options["store_url"], delivery_workers):
         delivery_workers = 0
+    reloader = Reloader(recompile, pipelines) if recompile is not None else None
     if workers <= 1 and not delivery_workers:
-        return run(_worker(pipelines, sockets, wake_fds=None, **options))
+        if watch_paths is not None:
+            watch(watch_paths, pipelines)
+        return run(_worker(pipelines, sockets, wake_fds=None, reloader=reloader, **options))
+    if watch_paths is not None:
+        watch(watch_paths, pipelines)       # the parent gets SIGHUP, compiles, passes it on
+    options["reloader"] = reloader
     return _supervise(pipelines, sockets, workers, delivery_workers, dict(options, nice=delivery_nice), run)
 
 
@@ -127,7 +136,8 @@ def _needs_store(pipelines, store_url, admin) -> bool:
 
 
 async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max_backlog, visibility_s,
-                  admin, trusted, allow_hosts, metrics_sockets, counted, access, **_delivery_only) -> int:
+                  admin, trusted, allow_hosts, metrics_sockets, counted, access, reloader=None,
+                  **_delivery_only) -> int:
     """An HTTP worker; it delivers too unless ``wake_fds`` (pipes to the delivery workers) are given."""
     from .delivery import Backlog, Deliverer, Nudge
     from .durable import Outage
@@ -149,6 +159,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
         else:
             nudge = Nudge(wake_fds)
     app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage, counters, access)
+    app.state.reloader = _on_sighup(reloader, app.swap, deliverer.swap if deliverer is not None else None)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
@@ -184,19 +195,20 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
 
 
 async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s, allow_hosts, nice,
-                   counted, **_http_only) -> int:
+                   counted, reloader=None, **_http_only) -> int:
     """A delivery worker: lease jobs, run their branches, until SIGTERM. Its event loop
     runs ``nice`` steps below the HTTP workers (``os.nice`` is per thread on Linux), so
     that where they share a core the acknowledgements come first and delivery takes the
     idle time."""
-    from .delivery import Deliverer, watch
+    from .delivery import Deliverer, watch as watch_wake
     outbound = Outbound(allow_hosts=allow_hosts)
     store = await _open_store(store_url, for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
     counters = metrics.Metrics() if counted else metrics.OFF
     deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, metrics=counters)
-    watch(wake_fd, deliverer.wake)
+    watch_wake(wake_fd, deliverer.wake)
+    _on_sighup(reloader, deliverer.swap)
     gc.collect()
     gc.freeze()
     delivering = asyncio.get_running_loop().create_task(deliverer.run())
@@ -210,6 +222,41 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     await store.close()
     await outbound.close()
     return 0
+
+
+def _on_sighup(reloader, *swaps):
+    """Reload on SIGHUP in this worker: compile in a thread (requests go on meanwhile), then
+    swap the new set in. One reload at a time; a SIGHUP during one asks for one more."""
+    if reloader is None:
+        return None
+    reloader = Reloader(reloader.compile_paths, reloader.current)     # this process's own
+    reloader.swaps = [s for s in swaps if s is not None]
+    loop = asyncio.get_running_loop()
+    state = {"running": False, "again": False}
+
+    def done(_future):
+        state["running"] = False
+        if state["again"]:
+            start()
+
+    def start():
+        if state["running"]:
+            state["again"] = True
+            return
+        state["running"], state["again"] = True, False
+        loop.run_in_executor(None, reloader).add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+
+    loop.add_signal_handler(signal.SIGHUP, start)
+    if _PENDING_HUP:            # one came while this worker was starting
+        start()
+    return reloader
+
+
+_PENDING_HUP: list = []
+
+
+def _remember_hup(signum, frame) -> None:
+    _PENDING_HUP.append(signum)
 
 
 async def _open_store(store_url, for_delivery=False):
@@ -241,11 +288,11 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
     def spawn(slot):
         # SIGTERM waits (blocked) until the new worker is in `children`: stop() then signals it
         # too; arriving in between, it left a worker nobody stopped, and serve never exited
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SPAWN_BLOCKED)
         try:
             _fork(slot)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SPAWN_BLOCKED)
 
     def _fork(slot):
         pid = os.fork()
@@ -277,8 +324,18 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
         for pid in children:
             _kill(pid, signal.SIGTERM)
 
+    def hup(signum, frame):
+        nonlocal pipelines
+        reloader = options.get("reloader")
+        new = reloader() if reloader is not None and not stopping else None
+        if new is not None:
+            pipelines = new                  # a worker restarted later starts with these
+            for pid in children:
+                _kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
     for slot in [("http", i) for i in range(workers)] + [("delivery", i) for i in range(delivery_workers)]:
         spawn(slot)
     while children:
@@ -310,7 +367,8 @@ def _child(parent: int, name: str) -> None:
     holding the port or leases."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)      # blocked by spawn() in the parent
+    signal.signal(signal.SIGHUP, _remember_hup)        # until the worker's loop handles it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SPAWN_BLOCKED)      # blocked by spawn() in the parent
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(15, name.encode()[:15])                            # 15 = PR_SET_NAME
@@ -322,6 +380,7 @@ def _child(parent: int, name: str) -> None:
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_SPAWN_BLOCKED = _STOP_SIGNALS | {signal.SIGHUP}   # a reload waits until a new worker is known
 
 
 def _kill(pid, sig):

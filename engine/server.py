@@ -57,19 +57,13 @@ class App(httputil.HTTPServerConnectionDelegate):
                  outage=None, metrics=OFF, access=None):
         self.metrics = metrics      # engine.metrics.Metrics, or OFF
         self.access = access        # engine.logs.AccessLog, or None: no access lines
-        pipelines = tuple(pipelines)
-        self.openapi = openapi_document(pipelines) if admin is not None else None
-        pipelines = metrics.instrument(pipelines)      # the same, with steps timed
-        self.state = State(len(pipelines), store, metrics)   # health and /metrics
-        by_path: dict = {}
-        for p in pipelines:
-            by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
-        self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
+        self.admin = admin          # (prefix, token) or None: the admin endpoints are off
+        self.state = State(0, store, metrics)   # health and /metrics
+        self.swap(pipelines)
         self.outbound = outbound or Outbound()
         self.store = store
         self.backlog = backlog      # engine.delivery.Backlog: 503 while it is full
         self.nudge = nudge          # called after a commit with jobs: wakes the delivery
-        self.admin = admin          # (prefix, token) or None: the admin endpoints are off
         self.trusted = trusted      # networks whose X-Forwarded-For is believed
         # rate limits are shared through the store when it can (Redis), else kept per process
         self.shared_limits = store if hasattr(store, "take_token") else None
@@ -78,6 +72,19 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
+
+    def swap(self, pipelines) -> None:
+        """Serve ``pipelines`` from now on (``serve --reload``, SIGHUP). One assignment each: a
+        request already routed keeps the pipeline it started with and finishes on it."""
+        pipelines = tuple(pipelines)
+        self.openapi = openapi_document(pipelines) if self.admin is not None else None
+        pipelines = self.metrics.instrument(pipelines)      # the same, with steps timed
+        by_path: dict = {}
+        for p in pipelines:
+            by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
+        self.pipelines = pipelines
+        self.state.pipelines = len(pipelines)
+        self.router = Router((path, _Route(methods)) for path, methods in by_path.items())
 
     def client_address(self, conn, headers) -> str | None:
         return client_address(conn, headers, self.trusted)
