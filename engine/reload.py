@@ -6,9 +6,9 @@ stays ready. Otherwise the new set is swapped in (:meth:`engine.server.App.swap`
 :meth:`engine.delivery.Deliverer.swap`): requests already routed finish on the version they
 started with, new ones get the new version; connections stay open.
 
-With several processes, the parent compiles first (so diagnostics are logged once), keeps
-the new set for workers it may have to restart, and passes SIGHUP on to every worker, which
-compiles and swaps for itself. ``--reload`` watches the pipeline paths and every file a
+With several processes, the parent passes SIGHUP on to every worker, which compiles and
+swaps for itself, and compiles too: it logs the diagnostics (once) and keeps the new set for
+workers it may have to restart. ``--reload`` watches the pipeline paths and every file a
 pipeline reads (schemas, ``${file:}`` secrets) and sends the server SIGHUP on a change.
 """
 from __future__ import annotations
@@ -28,11 +28,13 @@ class Reloader:
     """``reloader()`` recompiles with ``compile_paths()`` → ``(pipelines, diagnostics)`` and
     hands a clean result to each of ``swaps``; returns the new pipelines, or None."""
 
-    def __init__(self, compile_paths, current=()):
+    def __init__(self, compile_paths, current=(), quiet=False):
         self.compile_paths = compile_paths
         self.current = tuple(current)
         self.swaps: list = []
         self.failed = 0
+        self.quiet = quiet              # a worker whose parent logs the diagnostics
+        self.quiet_workers = False      # set on the parent's: its workers are quiet
 
     def __call__(self):
         try:
@@ -43,13 +45,16 @@ class Reloader:
             return None
         errors = [d for d in problems if d.severity == "error"]
         if errors or not pipelines:
+            self.failed += 1
+            if self.quiet:
+                log.debug("reload failed (%d error(s)); the server logs them", len(errors))
+                return None
             for d in errors:
                 log.error("reload: %s", d)
-            self.failed += 1
             log.error("reload failed (%d error(s), %d failed reload(s) so far); still serving %d pipeline(s)",
                       len(errors), self.failed, len(self.current))
             return None
-        log.info("reload: %s", changes(self.current, pipelines))
+        (log.debug if self.quiet else log.info)("reload: %s", changes(self.current, pipelines))
         self.current = tuple(pipelines)
         for swap in self.swaps:
             swap(self.current)
@@ -71,7 +76,7 @@ def changes(old, new) -> str:
     return f"{len(after)} pipeline(s): " + (" ".join(parts) or "no change")
 
 
-def watch(paths, pipelines, on_change=None, debounce_ms: int = 150) -> threading.Event:
+def watch(paths, pipelines, on_change=None, debounce_ms: int = 50) -> threading.Event:
     """Watch ``paths`` and the directories of every file ``pipelines`` read, in a daemon
     thread; on a change call ``on_change`` (default: SIGHUP to this process). Returns the
     event that stops it."""

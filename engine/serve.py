@@ -85,6 +85,8 @@ def _serve(pipelines, host, port, workers, delivery_workers, delivery_nice, run,
         return run(_worker(pipelines, sockets, wake_fds=None, reloader=reloader, **options))
     if watch_paths is not None:
         watch(watch_paths, pipelines)       # the parent gets SIGHUP, compiles, passes it on
+    if reloader is not None:
+        reloader.quiet_workers = True      # the parent logs the diagnostics, once
     options["reloader"] = reloader
     return _supervise(pipelines, sockets, workers, delivery_workers, dict(options, nice=delivery_nice), run)
 
@@ -229,7 +231,7 @@ def _on_sighup(reloader, *swaps):
     swap the new set in. One reload at a time; a SIGHUP during one asks for one more."""
     if reloader is None:
         return None
-    reloader = Reloader(reloader.compile_paths, reloader.current)     # this process's own
+    reloader = Reloader(reloader.compile_paths, reloader.current, quiet=reloader.quiet_workers)
     reloader.swaps = [s for s in swaps if s is not None]
     loop = asyncio.get_running_loop()
     state = {"running": False, "again": False}
@@ -327,11 +329,13 @@ def _supervise(pipelines, sockets, workers, delivery_workers, options, run) -> i
     def hup(signum, frame):
         nonlocal pipelines
         reloader = options.get("reloader")
-        new = reloader() if reloader is not None and not stopping else None
+        if reloader is None or stopping:
+            return
+        for pid in children:                 # they compile alongside, for themselves
+            _kill(pid, signal.SIGHUP)
+        new = reloader()                     # here for the log (once) and for restarted workers
         if new is not None:
-            pipelines = new                  # a worker restarted later starts with these
-            for pid in children:
-                _kill(pid, signal.SIGHUP)
+            pipelines = new
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
