@@ -11,6 +11,7 @@ in a :class:`Context`. The engine builds the context, then calls
 from __future__ import annotations
 
 import json
+import math
 
 import jmespath.exceptions
 import orjson
@@ -95,12 +96,48 @@ class CallError(Exception):
 
 def dumps_json(value) -> bytes:
     """JSON bytes: orjson, or the standard library where orjson refuses
-    (over 255 levels, integers over 64 bits); too deep even for that → 422."""
+    (over 255 levels, integers over 64 bits); too deep even for that → 422.
+    A NaN or an infinity (only an expression can make one: ``to_number('NaN')``,
+    a ``sum`` past 1.8e308) is written ``null`` either way, as JSON has no spelling for it.
+
+        >>> dumps_json([2 ** 64, float("nan")])
+        b'[18446744073709551616,null]'
+    """
     try:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
         pass
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return _stdlib_dumps(value)
+    except UnicodeEncodeError:
+        raise StepFailed(422, "Not serialisable", "a JSON value holds a lone surrogate, which is not "
+                         "Unicode text and cannot be written") from None
+    except ValueError as exc:
+        if "float values" not in str(exc):      # "Out of range float values are not JSON compliant"
+            raise _unwritable() from None
+    try:
+        return _stdlib_dumps(_finite(value))
     except (RecursionError, ValueError, TypeError):
-        raise StepFailed(422, "Not serialisable", "a JSON value nests too deeply to be written") from None
+        raise _unwritable() from None
+
+
+def _stdlib_dumps(value) -> bytes:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (RecursionError, TypeError):
+        raise _unwritable() from None
+
+
+def _unwritable() -> StepFailed:
+    return StepFailed(422, "Not serialisable", "a JSON value nests too deeply to be written")
+
+
+def _finite(value):
+    """``value`` with every NaN and infinity replaced by None (the standard library's path)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -7,7 +7,10 @@ Syntax, inside ``call.url`` and ``call.headers`` values:
   trailing newline dropped), read once at load time;
 * ``{expression}`` – a JMESPath expression evaluated per request; in a URL
   its value is percent-encoded so that it can never change the URL's
-  structure (``/``, ``?``, ``#``, ``@`` are encoded);
+  structure (``/``, ``?``, ``#``, ``@`` are encoded), and a value that would
+  address another resource is refused (422): ``.`` or ``..`` anywhere, and an
+  empty value (``""``, null, missing) in the path, where ``/orders/{id}``
+  would become ``/orders/``;
 * ``{{`` and ``}}`` – literal braces.
 
     >>> [p.kind for p in parse("${env:ERP}/stock/{request.params.sku}?x={{1}}")]
@@ -78,14 +81,25 @@ def to_text(value) -> str:
     return dumps_json(value).decode()
 
 
-def _segment(text: str) -> str:
+def _segment(text: str, in_path: bool) -> str:
     """Percent-encode a value for a URL. ``.`` and ``..`` are refused: URL
     parsers resolve them as dot segments (``%2E`` spelling included), which
-    would let the request climb the destination's path."""
-    if text in (".", ".."):
+    would let the request climb the destination's path; so is an empty value
+    in the path, which addresses the parent (``DELETE /orders/``); and text
+    that is not Unicode (a lone surrogate) has no percent-encoding.
+
+        >>> _segment("a b/c", True), _segment("", False)
+        ('a%20b%2Fc', '')
+    """
+    if text in (".", "..") or (in_path and not text):
         raise StepFailed(422, "Invalid value in URL",
-                         f"a value from the request cannot be {text!r} where it fills a URL")
-    return quote(text, safe="")
+                         f"a value from the request cannot be {text!r} where it fills a URL"
+                         + (" path" if not text else ""))
+    try:
+        return quote(text, safe="")
+    except UnicodeEncodeError:
+        raise StepFailed(422, "Invalid value in URL", "a value from the request that fills a URL holds a "
+                         "lone surrogate, which is not Unicode text") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +110,18 @@ class Template:
     url: bool             # percent-encode expression values
 
     def render(self, data) -> str:
-        out = []
+        out, in_path = [], self.url
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
+                in_path = in_path and "?" not in part and "#" not in part
             else:
                 try:
                     text = to_text(part.search(data))
                 except JMESPathError:
                     raise StepFailed(422, "Expression failed", "a {expression} in a call URL or header "
                                      "could not be evaluated on this request") from None
-                out.append(_segment(text) if self.url else text)
+                out.append(_segment(text, in_path) if self.url else text)
         return "".join(out)
 
     @property

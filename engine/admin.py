@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import re
 
-import orjson
+from dsl import strict_json
 
 from .queue import STATES
 
@@ -21,8 +21,16 @@ def job_view(job, payload=False) -> dict:
            "state": job.state, "attempt": job.attempt, "created_at": job.created_at,
            "due_at": job.due_at, "last_error": job.last_error}
     if payload:
-        out["payload"] = orjson.loads(job.payload)
+        out["payload"] = _payload(job.payload)
     return out
+
+
+def _payload(raw: bytes):
+    """The stored context, integers exact; its text when it cannot be read."""
+    try:
+        return strict_json.loads(raw, "the stored job", strict_json.MAX_STORED_DEPTH)
+    except strict_json.JSONRefused:
+        return raw.decode("utf-8", "replace")
 
 
 async def show(store, ident: str):

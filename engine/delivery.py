@@ -15,8 +15,7 @@ import socket
 import time
 import uuid
 
-import orjson
-
+from dsl import strict_json
 from dsl.reads import missing
 from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
@@ -159,7 +158,11 @@ class Deliverer:
         if branch is None:
             await self.store.dead(job, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more")
             return
-        data = orjson.loads(job.payload)
+        try:
+            data = strict_json.loads(job.payload, "the stored job", strict_json.MAX_STORED_DEPTH)
+        except strict_json.JSONRefused as exc:
+            await self.store.dead(job, f"the stored job cannot be read: {exc.detail}")
+            return
         gap = missing(branch.needs, data.pop(KEPT)) if KEPT in data else None
         if gap is not None:
             await self.store.dead(job, _not_kept(job, gap))

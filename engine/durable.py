@@ -17,7 +17,7 @@ import time
 
 import orjson
 
-from dsl.runtime import arun_steps, evaluate, run_steps, truthy
+from dsl.runtime import arun_steps, dumps_json, evaluate, run_steps, truthy
 from dsl.templates import to_text
 
 from .problems import CONTENT_TYPE, problem
@@ -66,10 +66,11 @@ def _committed(exchange, answer, future) -> None:
     except Exception as exc:
         exchange._fail(exc)
         return
+    exchange.stored = True          # from here on, whatever fails, the answer is not an error
+    _send(exchange, answer)
     if app.outage.down:
         app.outage.recovered()
     _nudged(app, jobs=True)
-    _send(exchange, answer)
 
 
 class Outage:
@@ -254,6 +255,7 @@ async def _handle(exchange, ctx, key):
     except StoreUnavailable as exc:
         exchange.app.outage.note(exc, REFUSED)
         return _send(exchange, unavailable("the request could not be stored; retry later")), False
+    exchange.stored = True
     if app.outage.down:
         app.outage.recovered()
     if stored is False:          # the claim had expired and another copy committed: answer as it did
@@ -329,7 +331,7 @@ def _jobs(pipeline, ctx, delivery):
     if not chosen:
         return []
     now = time.time()
-    payload = orjson.dumps(_persisted(ctx.data, pipeline))
+    payload = dumps_json(_persisted(ctx.data, pipeline))     # exact beyond 64 bits, like the sync path
     return [Job(id=new_id(), delivery=delivery, pipeline=pipeline.name, branch=b.id,
                 payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
             for b in chosen]

@@ -22,9 +22,10 @@ Parsing (media type and parameter names are case-insensitive; parameters other t
 ``charset`` are ignored; an empty body is ``None`` whatever the type):
 
     ============================================  ==========================================
-    application/json, */*+json, no Content-Type   orjson; charset utf-8 by default (a UTF-8,
-                                                  UTF-16 or UTF-32 BOM is honoured), another
-                                                  charset is decoded first
+    application/json, */*+json, no Content-Type   read_json: charset utf-8 by default (a UTF-8,
+                                                  UTF-16 or UTF-32 BOM is honoured and dropped,
+                                                  with a charset too), another charset is
+                                                  decoded first; then dsl.strict_json
     application/xml, text/xml, */*+xml            defusedxml; mapping below
     application/x-www-form-urlencoded             {name: str | [str, ...]} (repeats → list)
     text/plain                                    str (default charset utf-8)
@@ -33,7 +34,7 @@ Parsing (media type and parameter names are case-insensitive; parameters other t
     anything else                                 415 unsupported-media-type
     ============================================  ==========================================
 
-Problem slugs: bad-json, bad-xml, xml-forbidden (DTD, entity declaration or external
+Problem slugs: bad-json, too-deep and number-too-large (dsl.strict_json), bad-xml, xml-forbidden (DTD, entity declaration or external
 reference), bad-charset (unknown charset — also Python-only codecs and UTF-7 — or bytes that do
 not decode), unsupported-media-type.
 
@@ -84,9 +85,11 @@ import orjson
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from dsl import strict_json
+
 from .problems import problem
 
-__all__ = ["BodyError", "NotAcceptable", "parse_body", "parse_answer", "serialise", "negotiate",
+__all__ = ["BodyError", "NotAcceptable", "parse_body", "parse_answer", "read_json", "serialise", "negotiate",
            "FORMATS", "OFFERED", "MAX_XML_DEPTH"]
 
 FORMATS = MappingProxyType({"application/json": "json", "application/xml": "xml",
@@ -124,6 +127,8 @@ def parse_body(content_type: str | None, raw: bytes, accept_raw: bool = False):
     """Decode ``raw`` by its Content-Type into a JSON-like value; raises BodyError."""
     if not raw:
         return None
+    if content_type is None or content_type == "application/json":    # the common case, no lookup
+        return read_json(raw)
     media, kind, charset = _media_of(content_type)
     if kind is None:
         if accept_raw:
@@ -198,27 +203,36 @@ def _decode(raw: bytes, charset: str | None) -> str:
     return text[1:] if text[:1] == "\ufeff" else text
 
 
-def _json(raw: bytes, charset: str | None):
-    if charset is None:
-        data = _unbom(raw) if raw[0] in _BOM_LEADS or raw[1:2] == b"\x00" else raw
+def read_json(raw: bytes, charset: str | None = None):
+    """The one reader of JSON request bodies, whatever the charset: UTF-8 unless ``charset``
+    or a BOM says otherwise (a BOM is dropped, with or without ``charset``), then
+    dsl.strict_json (strict RFC 8259, integers exact, depth bounded); raises BodyError.
+
+        >>> read_json(codecs.BOM_UTF8 + b'[18446744073709551616]', "utf-8")
+        [18446744073709551616]
+    """
+    codec = _codec(charset) if charset else _sniffed(raw)
+    if codec == "utf-8":
+        data = raw[3:] if raw[:3] == codecs.BOM_UTF8 else raw
     else:
-        data = raw if _codec(charset) == "utf-8" and raw[0] != 0xEF else _decode(raw, charset)
+        data = _decode(raw, codec).encode("utf-8")    # a strict decode gives no lone surrogate
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(400, "bad-json", "Malformed JSON",
-                        f"the request body is not valid JSON: {str(exc)[:200]}") from None
+        return strict_json.loads(data, "the request body")
+    except strict_json.JSONRefused as exc:
+        raise BodyError(exc.status, exc.slug, exc.title, exc.detail) from None
 
 
-def _unbom(raw: bytes):
-    """A BOM-marked (or RFC 4627 zero-patterned) UTF-16/32 body, decoded; else raw."""
+def _sniffed(raw: bytes) -> str:
+    """UTF-8, or the UTF-16/32 a BOM (or RFC 4627's pattern of zero bytes) marks."""
+    if raw[:1] not in _BOM_LEADS and raw[1:2] != b"\x00":
+        return "utf-8"
     for bom, codec in _BOMS:
         if raw.startswith(bom):
-            return _decode(raw, codec)
+            return codec
     head = raw[:4]
     if len(head) == 4 and head.count(0) in (2, 3):
-        return _decode(raw, _ZERO_PATTERNS.get(tuple(b == 0 for b in head), "utf-8"))
-    return raw
+        return _ZERO_PATTERNS.get(tuple(b == 0 for b in head), "utf-8")
+    return "utf-8"
 
 
 def _form(raw: bytes, charset: str | None) -> dict:
@@ -252,7 +266,7 @@ def _xml(raw: bytes, charset: str | None):
     # (~40% of the parse); defusedxml's DTD, entity and external-reference guards stay.
     expat.StartElementHandler, expat.EndElementHandler = tree.start, tree.end
     try:
-        parser.feed(raw if charset is None else _decode(raw, charset))
+        parser.feed(_xml_input(raw, charset))
         return parser.close()
     except DefusedXmlException as exc:
         raise BodyError(400, "xml-forbidden", "Forbidden XML",
@@ -261,6 +275,26 @@ def _xml(raw: bytes, charset: str | None):
     except ParseError as exc:
         raise BodyError(400, "bad-xml", "Malformed XML",
                         f"the request body is not well-formed XML: {str(exc)[:200]}") from None
+
+
+def _xml_input(raw: bytes, charset: str | None):
+    """What expat reads: the bytes when they are UTF-8 (expat's own), else the text, decoded by
+    the ``charset`` parameter (which wins, RFC 7303), a UTF-16/32 BOM, or the encoding the XML
+    declaration names, with the rules of a ``charset`` (an unknown, binary, Python-only or
+    UTF-7 label is 400 bad-charset) — never by expat's fallback to Python's codecs, which
+    knows no multi-byte encoding.
+
+        >>> _xml_input('<?xml version="1.0" encoding="Shift_JIS"?><a>\u65e5</a>'.encode("shift_jis"), None)
+        '<?xml version="1.0" encoding="Shift_JIS"?><a>\u65e5</a>'
+    """
+    if charset is None:
+        charset = _sniffed(raw)
+        if charset == "utf-8":
+            declared = _DECLARED.match(raw)
+            if declared is None or declared.group(1).lower() == b"utf-8":
+                return raw
+            charset = declared.group(1).decode("ascii")
+    return _decode(raw, charset)
 
 
 class _Tree:
@@ -313,11 +347,13 @@ _KINDS = MappingProxyType({
     "application/json": "json", "application/xml": "xml", "text/xml": "xml",
     "application/x-www-form-urlencoded": "form", "text/plain": "text"})
 _SUFFIXES = MappingProxyType({"json": "json", "xml": "xml"})
-_PARSERS = MappingProxyType({"json": _json, "xml": _xml, "form": _form, "text": _decode})
+_PARSERS = MappingProxyType({"json": read_json, "xml": _xml, "form": _form, "text": _decode})
 # Python's own codecs that are no charset (and can yield lone surrogates); UTF-7 is refused
 # as the WHATWG Encoding Standard does: it smuggles markup past filters.
 _NOT_CHARSETS = frozenset({"undefined", "unicode-escape", "raw-unicode-escape", "idna", "punycode", "utf-7"})
-_BOM_LEADS = frozenset(b"\x00\xef\xfe\xff")
+# The encoding an XML declaration names, when the document starts in an ASCII-compatible way
+_DECLARED = re.compile(rb"""(?:\xef\xbb\xbf)?<\?xml[ \t\r\n][^>]{0,200}?\bencoding[ \t\r\n]*=[ \t\r\n]*["']([^"'>]{0,60})["']""")
+_BOM_LEADS = frozenset((b"\x00", b"\xef", b"\xfe", b"\xff"))
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 _ZERO_PATTERNS = {(True, True, True, False): "utf-32-be", (False, True, True, True): "utf-32-le",

@@ -58,10 +58,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 def header_value(value: str) -> str:
     """A value a client may have chosen, made safe for a header line:
     control characters become spaces, ends are trimmed, non-Latin-1 text
-    is sent as its UTF-8 bytes."""
+    is sent as its UTF-8 bytes; text that is not Unicode (a lone surrogate)
+    is a 422, as it has no bytes.
+
+        >>> header_value(" a\\r\\nb é ")
+        'a b é'
+    """
     value = _CONTROL.sub(" ", value).strip()
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
-        value = value.encode("utf-8").decode("latin-1")
+        try:
+            value = value.encode("utf-8").decode("latin-1")
+        except UnicodeEncodeError:
+            raise StepFailed(422, "Invalid header value", "a response header value holds a lone surrogate, "
+                             "which is not Unicode text") from None
     return value

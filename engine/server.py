@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import math
 import logging
 import time
@@ -44,9 +43,7 @@ MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized
 MAX_ERRORS = 50
 ADMIN_MAX_BODY = 64 * 1024       # an admin request's body is ignored up to this size; more → 413
 MAX_HEADERS = 100                # header fields per request; more → 431
-MAX_DEPTH = 128                  # nesting of a request body; deeper → 400 (see _shallow: cheap when not)
 MAX_LOGGED_PATH = 512            # characters of a path in an access line
-MAX_DIGITS = 64                  # digits of an integer in a JSON body; more → 400
 _JSON = "application/json"
 
 
@@ -142,13 +139,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery")
+                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
         self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = self.lower = None
         self.chunks, self.size, self.raw = [], 0, b""
         self.began, self.run_id, self.delivery = time.perf_counter(), new_run_id(), ""
+        self.stored = False         # True once a durable commit stored this request
 
     def headers_received(self, start_line, headers):
         self.start, self.headers = start_line, headers
@@ -224,15 +222,17 @@ class _Exchange(httputil.HTTPMessageDelegate):
             return client or ""
 
     def _check_encoding(self, headers):
-        """415 for a Content-Type the pipeline does not take; a decoder for Content-Encoding."""
+        """415 for a Content-Type the pipeline does not take (a body without one is read as
+        JSON, so it is checked as ``application/json``); a decoder for Content-Encoding."""
         ctype = headers.get("Content-Type")
         accepted = self.pipeline.content_types
-        if accepted and ctype is not None and "*/*" not in accepted:
-            media = ctype.partition(";")[0].strip().lower()
+        if accepted and "*/*" not in accepted and (ctype is not None or _has_body(headers)):
+            media = _JSON if ctype is None else ctype.partition(";")[0].strip().lower()
             if media not in accepted:
                 listed = ", ".join(sorted(accepted))
+                said = "" if ctype is not None else "a body without Content-Type is read as JSON; "
                 self.early = problem(415, "unsupported-media-type", "Unsupported Media Type",
-                                     f"this endpoint accepts {listed}", accepted=sorted(accepted)) + (
+                                     f"{said}this endpoint accepts {listed}", accepted=sorted(accepted)) + (
                                          {"Accept-Post": listed},)
                 return
         coding = headers.get("Content-Encoding")
@@ -434,24 +434,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return True
 
     def _body(self):
-        raw = self.raw
-        if not raw:
-            return None
-        ctype = self.headers.get("Content-Type")
-        shape = _shape(raw)
         try:
-            if ctype is None or ctype == _JSON:
-                value = orjson.loads(raw) if _LONG_RUN not in shape else _exact_json(raw)
-            else:
-                value = parse_body(ctype, raw, self.pipeline.accept_raw)
-            if not _shallow(shape) and _depth(value) > MAX_DEPTH:
-                self.send(*problem(400, "too-deep", "Body nests too deeply",
-                                   f"the request body nests deeper than {MAX_DEPTH} levels"), CONTENT_TYPE)
-                return NO_BODY
-            return value
-        except orjson.JSONDecodeError as exc:
-            self.send(*problem(400, "bad-json", "Malformed JSON",
-                               f"the request body is not valid JSON: {str(exc)[:200]}"), CONTENT_TYPE)
+            return parse_body(self.headers.get("Content-Type"), self.raw, self.pipeline.accept_raw)
         except BodyError as exc:
             self.send(*exc.problem(), CONTENT_TYPE, exc.headers)
         return NO_BODY
@@ -477,6 +461,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if respond is None:
             return default or (204, b"", None, [])
         status, headers, value = respond.render(ctx)
+        headers = [(name, header_value(text)) for name, text in headers]    # 422 now, not unsendable later
         if value is NO_BODY:
             return status, b"", None, headers
         if respond.content_type:
@@ -489,6 +474,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return status, body, ctype, headers
 
     def _fail(self, exc):
+        if self.stored:             # committed: the failure is ours, the request is stored
+            self._served(self._unsent(exc))
+            return
         run_id = self.run_id
         if isinstance(exc, StepFailed):
             log.warning("run %s pipeline %s: %s", run_id, self.pipeline.name, exc.log)
@@ -501,11 +489,48 @@ class _Exchange(httputil.HTTPMessageDelegate):
                            run_id=run_id), CONTENT_TYPE)
 
     def send(self, status, body: bytes, content_type, headers=()):
+        """Write the answer; should that fail (a bug), an answer all the same (``_unsent``)."""
+        if self.conn is not None:
+            try:
+                self._write(status, body, content_type, headers)
+            except Exception as exc:
+                status = self._unsent(exc)
+        self._served(status)
+
+    def _served(self, status: int) -> None:
         if self.began is not None:
             self.app.served(self, status)
             self.began = None
+
+    def _unsent(self, exc) -> int:
+        """The chosen answer cannot be written: a plain one instead, never silence; returns its
+        status. After a commit that is ``202 {"id", "run_id"}``: the request is stored and its
+        jobs will run, so an error status would only make the sender deliver it again. Else 500."""
+        run_id = self.run_id
+        log.error("run %s pipeline %s: the answer could not be written%s", run_id,
+                  getattr(self.pipeline, "name", "?"), " (the request is stored)" if self.stored else "",
+                  exc_info=exc)
+        if self.stored:
+            status, body, ctype = 202, orjson.dumps({"id": self.delivery or None, "run_id": run_id}), _JSON
+        else:
+            ctype = CONTENT_TYPE
+            status, body = problem(500, "internal", "Internal Server Error", "the request failed unexpectedly; "
+                                   "quote the run id to the operator", run_id=run_id)
         if self.conn is None:
-            return
+            return status
+        try:
+            out = httputil.HTTPHeaders({"Content-Type": ctype, "Content-Length": str(len(body)),
+                                        "Date": self.app.date()})
+            self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, httputil.responses[status]),
+                                    out, None if self.start.method == "HEAD" else body)
+            self.conn.finish()
+        except Exception:               # the first attempt already wrote part of an answer
+            log.error("run %s: no answer could be written; the connection is closed", run_id)
+            self.conn.close()
+        self.conn = None
+        return status
+
+    def _write(self, status, body: bytes, content_type, headers):
         cors = self.pipeline.cors if self.pipeline is not None else None
         if cors is not None:     # the answer depends on Origin whether or not this one is allowed
             origin = cors.allow(self.headers.get("Origin"))
@@ -556,60 +581,8 @@ def _preflight(route, headers) -> dict:
             "Vary": "Origin"}
 
 
-_SHAPE = bytes(c if c in b"[]{}" else 48 if c in b"0123456789" else 120 for c in range(256))
-_LONG_RUN = b"0" * 20        # 20 digits in a row: possibly an integer beyond 64 bits
-
-
-def _shape(raw: bytes) -> bytes:
-    """The body with digits as ``0``, brackets kept and everything else ``x``
-    (one C-speed pass, ~8 µs for 15 KB)."""
-    return raw.translate(_SHAPE)
-
-
-def _exact_json(raw: bytes):
-    """JSON with integers kept exact: orjson reads integers beyond 64 bits as floats, so a
-    body that may hold one is read by the standard library (integer literals up to
-    MAX_DIGITS digits; longer ones are a 400)."""
-    try:
-        return json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
-    except (UnicodeDecodeError, ValueError) as exc:     # reported like orjson's own errors
-        raise orjson.JSONDecodeError(str(exc), "", 0) from None
-
-
-def _bounded_int(text: str) -> int:
-    if len(text) > MAX_DIGITS + (text[0] == "-"):
-        raise BodyError(400, "number-too-large", "Number too large",
-                        f"an integer in the body has more than {MAX_DIGITS} digits")
-    return int(text)
-
-
-def _shallow(shape: bytes) -> bool:
-    """True when the brackets of a body surely nest at most MAX_DEPTH deep: peel innermost
-    pairs, one level a pass (bytes methods). False means "not sure" (too deep, or brackets
-    inside strings): walk the value instead."""
-    s = shape.translate(None, b"0x")
-    for _ in range(MAX_DEPTH):
-        if not s:
-            return True
-        peeled = s.replace(b"[]", b"").replace(b"{}", b"")
-        if peeled == s:
-            return False
-        s = peeled
-    return not s
-
-
-def _depth(value) -> int:
-    """Nesting depth of a JSON-like value, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            node = node.values()
-        elif not isinstance(node, list):
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in node if isinstance(child, (dict, list)))
-    return deepest
+def _has_body(headers) -> bool:
+    return headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
 
 
 def _count(n: int, noun: str) -> str:

@@ -27,6 +27,7 @@ dead-letters the job — unless ``on_error: continue``.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -120,8 +121,8 @@ class Call:
         url = self.url.render(data)
         query = [(k, v) for name, expr in self.query for k, v in _pairs(name, evaluate(expr, ctx, self.where))]
         if query:
-            url += ("&" if "?" in url else "?") + urlencode(query)
-        headers = {name: _one_line(t.render(data)) for name, t in self.headers}
+            url += ("&" if "?" in url else "?") + self._encoded(query)
+        headers = {name: self._header(name, t.render(data)) for name, t in self.headers}
         if ctx.job and not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = f"{ctx.job}.{self.id}"
         body = None
@@ -138,6 +139,22 @@ class Call:
             at = f" at {exc.pointer}" if exc.pointer else ""
             raise StepFailed(422, "Not serialisable",
                              f"{self.where}: call.body cannot be written as {self.format}{at}: {exc.message}") from None
+
+    def _encoded(self, query) -> str:
+        try:
+            return urlencode(query)
+        except UnicodeEncodeError:
+            raise StepFailed(422, "Invalid value in URL", f"{self.where}: a query value holds a lone "
+                             "surrogate, which is not Unicode text") from None
+
+    def _header(self, name: str, text: str) -> str:
+        """One line of text for header ``name``; 422 for what no header can carry (a request
+        value holding NUL, VT, DEL or another control character, or a lone surrogate)."""
+        text = _one_line(text)
+        if _CONTROL.search(text) or not _encodable(text):
+            raise StepFailed(422, "Invalid header value", f"{self.where}: the value for header {name} holds "
+                             "a control character or a lone surrogate, which no header can carry")
+        return text
 
     def _failed(self, ctx, kind, status, detail, retry_after=None):
         if ctx.job and self.fail:
@@ -173,6 +190,17 @@ def _pairs(name, value):
 
 def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")      # HTAB, and CR/LF (made spaces), are fine
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def compile(cc, path, step_id):
