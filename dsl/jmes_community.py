@@ -13,6 +13,8 @@ raises ``TooLargeError`` before allocating it.
 """
 from __future__ import annotations
 
+import re
+
 from jmespath.exceptions import JMESPathTypeError
 
 from .jmes_functions import Function, InvalidValueError, Param, bounded, type_of
@@ -92,6 +94,37 @@ def join(glue: str, strings: list):
     """The standard ``join``, refusing to build a string over the limit."""
     bounded(sum(map(len, strings)) + len(glue) * max(len(strings) - 1, 0), "join")
     return glue.join(strings)
+
+
+def to_number(value):
+    """The standard ``to_number``, without raising for the common ``"12.50"``.
+
+    Results are jmespath's: ``int()`` of the text, else ``float()``, else null.
+    """
+    kind = type(value)
+    if kind is int or kind is float:
+        return value
+    if kind is not str:
+        return None if kind in (bool, list, dict, type(None)) else _slow_number(value)
+    if _INTEGER.match(value):
+        return int(value)
+    if _DECIMAL.match(value):
+        return float(value)
+    return _slow_number(value)
+
+
+_INTEGER = re.compile(r"-?[0-9]+\Z")
+_DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+\Z")
+
+
+def _slow_number(value):
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return None
 
 
 # --- JEP-13: objects ---------------------------------------------------------------
@@ -194,6 +227,7 @@ FUNCTIONS = (
     Function("trim_left", (Param(_STRING), _OPTIONAL_STRING), _trim("lstrip")),
     Function("trim_right", (Param(_STRING), _OPTIONAL_STRING), _trim("rstrip")),
     Function("join", (Param(_STRING), Param(("array-string",))), join),
+    Function("to_number", (Param(),), to_number),
     Function("items", (Param(("object",)),), items),
     Function("from_items", (Param(("array",)),), from_items),
     Function("zip", (Param(("array",), variadic=True),), zip_arrays),

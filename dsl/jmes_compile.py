@@ -312,16 +312,13 @@ _OPERATORS = {"plus": operator.add, "minus": operator.sub, "multiply": operator.
               "divide": operator.truediv, "modulo": operator.mod, "div": operator.floordiv}
 
 
+_NUMBERS = frozenset({int, float})
+
+
 def _operand(number, symbol: str, side: str):
     if not is_number(number):
         raise InvalidTypeError(f"operator {symbol} takes numbers, got {type_of(number)} as its {side}")
     return number
-
-
-def _finite(result, symbol: str):
-    if isinstance(result, float) and not math.isfinite(result):
-        raise NotANumberError(f"the result of {symbol} is not a finite number")
-    return result
 
 
 def _compile_arithmetic(node, env):
@@ -329,14 +326,18 @@ def _compile_arithmetic(node, env):
     op, symbol = _OPERATORS[node["value"]], _SYMBOL[node["value"]]
 
     def search(value, scope):
-        x = _operand(left(value, scope), symbol, "left operand")
-        y = _operand(right(value, scope), symbol, "right operand")
+        x, y = left(value, scope), right(value, scope)
+        if type(x) not in _NUMBERS or type(y) not in _NUMBERS:
+            x, y = _operand(x, symbol, "left operand"), _operand(y, symbol, "right operand")
         try:
-            return _finite(op(x, y), symbol)
+            result = op(x, y)
         except ZeroDivisionError:
             raise NotANumberError(f"{symbol} by zero") from None
         except OverflowError:
             raise NotANumberError(f"the result of {symbol} is too large") from None
+        if type(result) is float and not math.isfinite(result):
+            raise NotANumberError(f"the result of {symbol} is not a finite number")
+        return result
     return search
 
 

@@ -144,18 +144,29 @@ def jmespath_type(python_type_name: str) -> str:
     return {t.__name__: n for t, n in _TYPE_NAMES.items()}.get(python_type_name, "unknown")
 
 
+_PYTHON_TYPES = {"boolean": (bool,), "number": (int, float), "string": (str,), "array": (list,),
+                 "object": (dict,), "null": (type(None),), "expref": (_Expression,)}
+
+
 def _checker(name: str, types: tuple[str, ...]):
     """A function raising JMESPathTypeError when a value is not one of ``types``.
 
     ``array-number`` and the like accept an array whose elements are all of
-    that type (an empty array fits any of them).
+    that type (an empty array fits any of them). The common case, a value of
+    an exact Python type the signature allows, costs one set lookup.
     """
     if not types:
         return None
     plain = frozenset(t for t in types if "-" not in t)
+    fast = frozenset(kind for t in plain for kind in _PYTHON_TYPES.get(t, ()))
     element_types = tuple(t.split("-", 1)[1] for t in types if t.startswith("array-"))
+    element_fast = tuple(frozenset(_PYTHON_TYPES.get(t, ())) for t in element_types)
 
     def check(current):
+        kind = type(current)
+        if kind in fast or (kind is list and element_fast and any(
+                all(type(item) in allowed for item in current) for allowed in element_fast)):
+            return
         actual = type_of(current)
         if actual in plain:
             return
@@ -212,6 +223,8 @@ def compile_call(name: str, args: tuple[Search, ...],
     if len(args) == 1:
         (arg,), (check,) = args, checks
         return _unary_call(name, impl, arg, check)
+    if len(args) == 2:
+        return _binary_call(name, impl, args, checks)
     checked = tuple((i, c) for i, c in enumerate(checks) if c is not None)
 
     def search(value, scope):
@@ -222,14 +235,38 @@ def compile_call(name: str, args: tuple[Search, ...],
     return search
 
 
+def _binary_call(name, impl, args, checks) -> Search:
+    (first, second), (check_first, check_second) = args, [c or _any for c in checks]
+
+    def search(value, scope):
+        x, y = first(value, scope), second(value, scope)
+        check_first(x)
+        check_second(y)
+        try:
+            return impl(x, y)
+        except JMESPathError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise InvalidTypeError(f"In function {name}(): {exc}") from exc
+    return search
+
+
+def _any(value) -> None:
+    """The checker of a parameter of any type."""
+
+
 def _unary_call(name, impl, arg: Search, check) -> Search:
-    if check is None:
-        return lambda value, scope: _invoke(name, impl, (arg(value, scope),))
+    check = check or _any
 
     def search(value, scope):
         current = arg(value, scope)
         check(current)
-        return _invoke(name, impl, (current,))
+        try:
+            return impl(current)
+        except JMESPathError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise InvalidTypeError(f"In function {name}(): {exc}") from exc
     return search
 
 
