@@ -196,7 +196,8 @@ def test_any_text_compiles_or_raises_expression_error(text):
     try:
         compiled = compile_expression(text)
     except ExpressionError as exc:
-        assert exc.code in ("bad-expression", "unknown-function", "bad-arity", "unknown-variable")
+        assert exc.code in ("bad-expression", "unknown-function", "bad-arity", "unknown-variable",
+                            "bad-argument")
         assert 0 <= exc.offset <= len(text)
         assert "\n" not in exc.message
     else:
@@ -324,6 +325,49 @@ def grammar_expressions():
 @given(grammar_expressions(), JSON)
 def test_generated_expressions_match_jmespath(expression, data):
     test_search_matches_jmespath.hypothesis.inner_test(expression, data)
+
+
+def community_expressions():
+    """Expressions using the Community Edition's additions, built from its grammar."""
+    name = st.sampled_from(["a", "b", "s", "n", "items", "@", "$", "$.a", "$x"])
+    atom = name | st.sampled_from(["`1`", "`0`", "`-2.5`", "'s'", "''", "`[1, \"x\"]`", "`null`",
+                                   "`1e308`", "`{\"k\": 1}`"])
+    unary = ["upper", "lower", "trim", "trim_left", "items", "length", "to_number", "to_string",
+             "from_items", "zip", "reverse"]
+    binary = ["split", "find_first", "find_last", "pad_left", "pad_right", "trim", "zip", "join"]
+
+    def extend(inner):
+        p = inner.map("({})".format)
+        return st.one_of(
+            st.tuples(p, st.sampled_from(["+", "-", "*", "/", "%", "//", "×", "÷", "−"]), p).map(" ".join),
+            p.map("-{}".format),
+            st.tuples(p, p, p).map("{0[0]} ? {0[1]} : {0[2]}".format),
+            st.tuples(p, p).map("let $x = {0[0]} in {0[1]}".format),
+            st.tuples(p, st.sampled_from(["[1:]", "[::-1]", "[:2]", "[::0]", "[0]"])).map("".join),
+            st.tuples(st.sampled_from(unary), p).map("{0[0]}({0[1]})".format),
+            st.tuples(st.sampled_from(binary), p, p).map("{0[0]}({0[1]}, {0[2]})".format),
+            st.tuples(p, p, p).map("replace({0[0]}, {0[1]}, {0[2]})".format),
+            st.tuples(p, p).map("group_by({0[0]}, &{0[1]})".format),
+            st.tuples(p, p).map("{0[0]}[*].{{v: {0[1]}}}".format))
+    return st.recursive(atom, extend, max_leaves=6).map("let $x = a in {}".format)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(community_expressions(), JSON)
+def test_community_expressions_give_a_value_or_a_jmespath_error(expression, data):
+    """Whatever the data, an expression of the extended grammar compiles (the generator only
+    builds valid text; a literal argument no call accepts is a bad-argument) and either gives
+    a JSON value or raises a JMESPathError: never a bare Python exception (a 500)."""
+    try:
+        compiled = compile_expression(expression)
+    except ExpressionError as exc:
+        assert exc.code == "bad-argument", exc
+        return
+    try:
+        result = compiled.search(data)
+    except JMESPathError:
+        return
+    json.dumps(result)
 
 
 @given(st.one_of(SCALARS, st.lists(SCALARS, max_size=2)),
