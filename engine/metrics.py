@@ -34,6 +34,7 @@ import tempfile
 import time
 from bisect import bisect_left
 from dataclasses import replace
+from pathlib import Path
 
 from dsl.runtime import CallError
 
@@ -46,6 +47,7 @@ STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FLUSH_S = 1.0            # each process writes its counts to the shared files this often
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+DIR_PREFIX = "hookline-metrics-"   # + the serving process's pid + a random part, in the temporary directory
 
 
 def method_label(method: str) -> str:
@@ -55,8 +57,24 @@ def method_label(method: str) -> str:
 
 
 def private_dir() -> str:
-    """A new, empty directory for the processes' metric files (see the module docstring)."""
-    return tempfile.mkdtemp(prefix="hookline-metrics-")
+    """A new, empty directory for the processes' metric files (see the module docstring),
+    named after this process; first, the directories of servers that were killed before
+    they could remove theirs (their process is gone) are removed."""
+    for path in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+        pid = path.name[len(DIR_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's process
+        return True
+    return True
 
 
 def remove_dir(directory: str) -> None:

@@ -63,6 +63,7 @@ def send_everything(ops, dest) -> dict:
                                           headers={**signed, "X-Hub-Signature-256": github(b"x" + body)})
     sent["signed"] = requests.post(f"{url}/o/signed", data=body, timeout=10,
                                    headers={**signed, "X-Hub-Signature-256": github(body)})
+    sent["fails"] = requests.post(f"{url}/o/fails?k={MARK}", json={"x": MARK}, headers=creds, timeout=10)
     sent["not-found"] = requests.get(f"{url}/nothing/here?key={MARK}", headers=creds, timeout=10)
     dead = f"dead-{MARK}"
     dest.plan(dead, 503, 503)
@@ -71,7 +72,8 @@ def send_everything(ops, dest) -> dict:
     sent["admin"] = requests.get(f"{url}{PREFIX}/deliveries", headers={"Authorization": f"Bearer {TOKEN}"},
                                  timeout=10)
     assert {name: r.status_code for name, r in sent.items()} == {
-        "ok": 200, "invalid": 422, "unauthorized": 401, "bad-signature": 401, "signed": 200, "not-found": 404,
+        "ok": 200, "invalid": 422, "unauthorized": 401, "bad-signature": 401, "signed": 200, "fails": 502,
+        "not-found": 404,
         "dead": 202, "admin": 200}
     wait_until(lambda: "dead after 2 attempt(s)" in ops.log(), 30, "the dead letter's log line")
     return sent
@@ -89,6 +91,9 @@ def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret
     for a in lines:
         assert a["duration_ms"] >= 0 and a["trace_id"] == ""
         assert bool(re.fullmatch(r"[0-9a-f]{16}", a["run_id"])) == (not a["pipeline"].startswith("_")), a
+    [failed] = [a for a in lines if a["pipeline"] == "ops-fails"]
+    assert failed["run_id"] == sent["fails"].json()["run_id"]     # the id the client can quote
+    assert re.search(rf"run {failed['run_id']} pipeline ops-fails: step 'gone': destination unreachable", log), log
     [deliver] = [a for a in lines if a["pipeline"] == "ops-deliver"]
     assert deliver["delivery_id"] == sent["dead"].json()["id"]
     assert {a["delivery_id"] for a in lines if a is not deliver} == {""}
@@ -97,7 +102,7 @@ def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret
         assert all(a["level"] == "info" for a in lines)
         every = [json.loads(line) for line in log.splitlines() if line.strip()]     # each line is JSON
         assert {"time", "level", "logger", "pid", "message"} <= set.intersection(*(set(d) for d in every))
-        assert any(d["message"].startswith("hookline: serving 4 pipeline(s)") for d in every)
+        assert any(d["message"].startswith("hookline: serving 5 pipeline(s)") for d in every)
         attempts = [json.loads(line) for line in log.splitlines()
                     if line.startswith("{") and json.loads(line)["logger"] == "hookline.delivery"]
         retry, dead = [a for a in attempts if a.get("delivery") == deliver["delivery_id"]]

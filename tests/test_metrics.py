@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -34,8 +35,9 @@ from test_async_delivery import dest, redis_store, sqlite_store, store, wait_unt
 PIPELINES = ROOT / "tests" / "pipelines" / "ops"
 DOC = ROOT / "docs" / "operations.md"
 PREFIX, TOKEN = "/_hookline", "ops-admin-token-0123456789"
+GONE = f"127.0.0.1:{free_port()}"       # nothing listens there (ops-fails calls it)
 ENV = {"OPS_BEARER": "ops-bearer-" + uuid.uuid4().hex, "OPS_GITHUB_SECRET": "ops-gh-" + uuid.uuid4().hex,
-       "HOOKLINE_ADMIN_TOKEN": TOKEN}
+       "HOOKLINE_ADMIN_TOKEN": TOKEN, "GONE_URL": f"http://{GONE}"}
 
 
 def tool(name: str) -> str:
@@ -153,6 +155,7 @@ def test_metrics_count_exactly_over_workers_and_the_delivery_worker(ops, dest):
     good = spread_over_workers(ops)
     refuse_each_way(ops)
     deliver_each_way(ops, dest)
+    assert requests.post(ops.url + "/o/fails", json={}, timeout=10).status_code == 502
     for path in [f"/nothing/{uuid.uuid4().hex}" for _ in range(20)]:      # 20 paths: still one series
         assert requests.delete(ops.url + path, timeout=10).status_code == 404
     assert requests.request("BREW", ops.url + "/nothing/coffee", timeout=10).status_code == 404
@@ -197,7 +200,10 @@ def exact(found: dict, good: int, dest) -> None:
     assert value(found, "hookline_dedupe_hits_total", pipeline="ops-deliver") == 1
     assert [value(found, "hookline_jobs", state=s) for s in ("pending", "leased", "dead")] == [0, 0, 1]
     assert value(found, "hookline_oldest_pending_job_age_seconds") == 0
-    assert value(found, "hookline_pipelines_loaded") == 4
+    assert value(found, "hookline_calls_total", pipeline="ops-fails", step="gone", host=GONE, outcome="unreachable") \
+        == 1
+    assert value(found, "hookline_requests_total", pipeline="ops-fails", status="502") == 1
+    assert value(found, "hookline_pipelines_loaded") == 5
     assert value(found, "hookline_store_errors_total") == 0
     unrouted = {dict(labels)["method"]: v for (name, labels), v in found.items()
                 if name == "hookline_requests_total" and ("pipeline", "_unrouted") in labels}
@@ -319,3 +325,21 @@ def test_observations_land_in_the_bucket_prometheus_would_put_them_in(tmp_path, 
         0.0005 + 0.00050001 + 0.001 + 29.9 + 30.0 + 31.0 + 1e9 + 0.002)
     assert value(found, "hookline_requests_total", method="POST", status="200") == 8
     assert value(found, "hookline_requests_total", method="GET", status="404") == 1
+
+
+def test_the_metrics_directory_is_private_removed_at_exit_and_a_killed_servers_is_removed_at_start(
+        dest, sqlite_store):
+    """serve makes hookline-metrics-<its pid>-* in the temporary directory and removes it when it
+    exits; one left by a server that was killed (its pid gone) is removed by the next start."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = Path(tempfile.mkdtemp(prefix=f"hookline-metrics-{gone.pid}-"))
+    (orphan / "counter_1.db").write_bytes(b"\0" * 16)
+    server = Ops(dest, sqlite_store, workers=1)
+    try:
+        mine = list(Path(tempfile.gettempdir()).glob(f"hookline-metrics-{server.proc.proc.pid}-*"))
+        assert len(mine) == 1 and any(mine[0].iterdir()), mine
+        assert not orphan.exists()
+    finally:
+        server.proc.stop()
+    assert server.proc.proc.returncode == 0 and not mine[0].exists()
