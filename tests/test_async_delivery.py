@@ -45,6 +45,8 @@ REDIS = ("127.0.0.1", 6379)
 VISIBILITY_S = 8.0              # `serve --visibility-s` (default 60): longer than any call here (timeout_s: 5)
 POSTERS = 32                    # concurrent client threads
 DROP, SLOW = -1, -2             # planned answers: close the connection; answer 200 after a while
+KILL_VISIBILITY_S = 20.0        # the kill -9 test's lease: see there
+KILL_VISIBILITY = ("--visibility-s", str(KILL_VISIBILITY_S))
 HOLD_S = 3.0                    # a held call is answered 503 after this (under timeout_s and VISIBILITY_S)
 ADMIN = ("/_hookline", "test-admin-token-0123456789")
 
@@ -393,7 +395,9 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_request(
     n = 500
     dest.delay_s, dest.hold_s = 0.03, HOLD_S
     dest.hold()                                  # deliveries wait in flight until all are acknowledged
-    server = servers([DELIVER], dest, sqlite_store)
+    # the jobs pending at the kill must all be delivered before the leased ones come back:
+    # a longer lease than the module's leaves room for a busy machine's slower delivery
+    server = servers([DELIVER], dest, sqlite_store, extra=KILL_VISIBILITY)
     started = time.monotonic()
     sent = accepted_ids(post_many([server.url + "/a/deliver"], n))
     posted = time.monotonic() - started
@@ -405,15 +409,15 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_request(
     assert delivered_at_kill < n, "everything was delivered before the kill: the test proves nothing"
     assert leased, "no job was leased at the kill: the takeover after the visibility timeout is untested"
     restarting = time.monotonic()               # calls arriving after this come from the new process
-    servers([DELIVER], dest, sqlite_store)
+    servers([DELIVER], dest, sqlite_store, extra=KILL_VISIBILITY)
     restarted = time.monotonic() - killed
-    wait_until(lambda: done_count(sqlite_store) == n, VISIBILITY_S + 60, "every job done", poll=0.2)
+    wait_until(lambda: done_count(sqlite_store) == n, KILL_VISIBILITY_S + 60, "every job done", poll=0.2)
     all_done = time.monotonic() - killed
     pending_last, leased_first = after_the_restart(dest, restarting, killed, leased)
     say(f"[sqlite kill -9] {n} acknowledged in {posted:.1f} s; killed after {delivered_at_kill} had been delivered, "
         f"{len(leased)} jobs leased; restarted {restarted:.1f} s after the kill; the jobs pending "
         f"at the kill delivered by {pending_last:.1f} s, the leased ones from {leased_first:.1f} s; all done "
-        f"{all_done:.1f} s after the kill (visibility {VISIBILITY_S:g} s)")
+        f"{all_done:.1f} s after the kill (visibility {KILL_VISIBILITY_S:g} s)")
     duplicates(dest, record_property, "sqlite kill -9")
     assert dest.delivered() == sent
     assert pending_last < leased_first, "the pending jobs waited for the leased ones' visibility timeout"
