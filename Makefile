@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/hookline schema > schemas/pipeline.schema.json
+	$(BIN)/hookline schema --tests > schemas/pipeline-test.schema.json
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

@@ -11,8 +11,9 @@ This package never imports ``engine``.
 """
 from .compiler import compile_text
 from .errors import CompileError, Diagnostic, HooklineDslError
-from .project import compile_paths, pipeline_files
+from .project import compile_paths, is_test_file, pipeline_files, yaml_files
 from .spec import pipeline_schema, schema_text
 
-__all__ = ["compile_paths", "compile_text", "pipeline_files", "schema_text", "pipeline_schema",
+__all__ = ["compile_paths", "compile_text", "pipeline_files", "is_test_file", "yaml_files", "schema_text",
+           "pipeline_schema",
            "Diagnostic", "CompileError", "HooklineDslError"]

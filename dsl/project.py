@@ -14,20 +14,38 @@ from .errors import Diagnostic
 _PARAM = re.compile(r"\{[^{}]*\}")
 
 
-def pipeline_files(paths) -> list[Path]:
-    """The pipeline files named by ``paths``: directories are searched
-    recursively for ``*.yaml``/``*.yml``, skipping ``*_test.yaml``, hidden
-    folders and folders named ``schemas`` (JSON Schemas referenced by ``$ref``)."""
+def is_test_file(path) -> bool:
+    """A pipeline test (``NAME.test.yaml``, or the older ``NAME_test.yaml``), not a pipeline.
+
+    >>> is_test_file("pipelines/orders.test.yaml"), is_test_file("pipelines/orders.yaml")
+    (True, False)
+    """
+    path = Path(path)
+    return path.suffix in (".yaml", ".yml") and (path.stem.endswith(".test") or path.stem.endswith("_test"))
+
+
+def yaml_files(paths, tests: bool) -> list[Path]:
+    """The YAML files under the directories in ``paths`` (recursively, sorted, skipping
+    hidden folders and folders named ``schemas``) that are pipeline tests (``tests``)
+    or pipelines; a file named in ``paths`` is taken as it is."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
             files += [f for f in sorted(p.rglob("*.y*ml"))
-                      if f.suffix in (".yaml", ".yml") and not f.stem.endswith("_test")
+                      if f.suffix in (".yaml", ".yml") and is_test_file(f) == tests
                       and not any(part.startswith(".") or part == "schemas"
                                   for part in f.relative_to(p).parts[:-1])]
         else:
             files.append(p)
     return files
+
+
+def pipeline_files(paths) -> list[Path]:
+    """The pipeline files named by ``paths``: directories are searched
+    recursively for ``*.yaml``/``*.yml``, skipping pipeline tests
+    (``*.test.yaml``, ``*_test.yaml``), hidden folders and folders named
+    ``schemas`` (JSON Schemas referenced by ``$ref``)."""
+    return yaml_files(paths, tests=False)
 
 
 def compile_paths(paths, env=None, require_env=True):

@@ -26,11 +26,13 @@ def _validator():
     return jsonschema.Draft7Validator(schema)
 
 
-def check_shape(doc) -> list[Diagnostic]:
-    """All shape problems of a loaded document (empty list when it fits)."""
+def check_shape(doc, validator=None, root: str = "the pipeline") -> list[Diagnostic]:
+    """All shape problems of a loaded document (empty list when it fits), against the
+    DSL schema or ``validator`` (another file format, such as pipeline tests, whose
+    top level is called ``root`` in messages)."""
     out = []
-    for error in _validator().iter_errors(doc.data):
-        out.extend(_explain(doc, error))
+    for error in (validator or _validator()).iter_errors(doc.data):
+        out.extend(_explain(doc, error, root))
     return out
 
 
@@ -48,21 +50,21 @@ def refused_paths(data) -> list[tuple]:
     return out
 
 
-def _explain(doc, error):
+def _explain(doc, error, root="the pipeline"):
     handler = _HANDLERS.get(error.validator, _generic)
-    return handler(doc, tuple(error.absolute_path), error)
+    return handler(doc, tuple(error.absolute_path), error, root)
 
 
-def _where(path) -> str:
+def _where(path, root="the pipeline") -> str:
     keys = [str(p) if isinstance(p, str) else f"[{p}]" for p in path]
-    return "the pipeline" if not keys else "'" + ".".join(keys).replace(".[", "[") + "'"
+    return root if not keys else "'" + ".".join(keys).replace(".[", "[") + "'"
 
 
-def _unknown(doc, path, error):
+def _unknown(doc, path, error, root):
     allowed = sorted(error.schema.get("properties", {}))
     extra = [k for k in error.instance if k not in allowed]
     return [doc.diag(path + (key,), "unknown-key",
-                     f"unknown key '{key}' in {_where(path)}{_suggest(key, allowed)}", key=True)
+                     f"unknown key '{key}' in {_where(path, root)}{_suggest(key, allowed)}", key=True)
             for key in extra]
 
 
@@ -73,38 +75,38 @@ def _suggest(key, allowed) -> str:
     return "; allowed: " + ", ".join(allowed)
 
 
-def _required(doc, path, error):
+def _required(doc, path, error, root):
     missing = [k for k in error.validator_value if k not in error.instance]
-    return [doc.diag(path, "missing-key", f"missing required key '{k}' in {_where(path)}", key=bool(path))
+    return [doc.diag(path, "missing-key", f"missing required key '{k}' in {_where(path, root)}", key=bool(path))
             for k in missing]
 
 
-def _type(doc, path, error):
+def _type(doc, path, error, root):
     want = error.validator_value
     want = " or ".join(want) if isinstance(want, list) else want
     got = _TYPE_NAMES.get(type(error.instance), "value")
-    return [doc.diag(path, "wrong-type", f"{_where(path)} must be {_article(want)}, not {_article(got)}")]
+    return [doc.diag(path, "wrong-type", f"{_where(path, root)} must be {_article(want)}, not {_article(got)}")]
 
 
 def _article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _enum(doc, path, error):
+def _enum(doc, path, error, root):
     allowed = ", ".join(map(str, error.validator_value))
-    return [doc.diag(path, "bad-value", f"{_where(path)} is {error.instance!r}; allowed: {allowed}")]
+    return [doc.diag(path, "bad-value", f"{_where(path, root)} is {error.instance!r}; allowed: {allowed}")]
 
 
-def _one_of(doc, path, error):
+def _one_of(doc, path, error, root):
     if len(path) >= 2 and path[-2] == "steps" or path and path[-1] == "steps":
-        return _step_kind(doc, path, error)
+        return _step_kind(doc, path, error, root)
     if "route" in path:
         return [doc.diag(path, "bad-branch",
                          "a route branch is either {when: <expr>, steps/respond} or {otherwise: {steps/respond}}")]
-    return _generic(doc, path, error)
+    return _generic(doc, path, error, root)
 
 
-def _step_kind(doc, path, error):
+def _step_kind(doc, path, error, root):
     from .steps import KINDS
     names = [k.KEY for k in KINDS]
     present = [k for k in names if isinstance(error.instance, dict) and k in error.instance]
@@ -115,15 +117,15 @@ def _step_kind(doc, path, error):
     return [doc.diag(path, "bad-step", msg)]
 
 
-def _pattern(doc, path, error):
+def _pattern(doc, path, error, root):
     hint = error.schema.get("description", "").split("\n")[0].rstrip(".")
     hint = f" ({hint})" if hint else ""
     return [doc.diag(path, "bad-value",
-                     f"{_where(path)} is {error.instance!r}; it must match {error.validator_value}{hint}")]
+                     f"{_where(path, root)} is {error.instance!r}; it must match {error.validator_value}{hint}")]
 
 
-def _generic(doc, path, error):
-    return [doc.diag(path, "bad-value", f"{_where(path)}: {error.message}")]
+def _generic(doc, path, error, root):
+    return [doc.diag(path, "bad-value", f"{_where(path, root)}: {error.message}")]
 
 
 _HANDLERS = {"additionalProperties": _unknown, "required": _required, "type": _type,

@@ -1,6 +1,7 @@
-"""``hookline``: serve, lint and schema.
+"""``hookline``: serve, lint, test, run, fuzz and schema.
 
-Exit codes: 0 success, 1 the pipelines have errors, 2 wrong usage.
+Exit codes: 0 success, 1 the pipelines have errors (or a test failed), 2 wrong
+usage (or a broken test file).
 Diagnostics go to standard output as ``file:line:col: code: message``.
 """
 from __future__ import annotations
@@ -73,7 +74,10 @@ def _parser():
     lint.add_argument("--strict", action="store_true",
                       help="warnings count as errors (exit 1), for CI")
     lint.set_defaults(func=_lint)
+    _testing_parsers(sub)
     schema = sub.add_parser("schema", help="print the editor JSON Schema of the DSL")
+    schema.add_argument("--tests", action="store_true",
+                        help="the schema of pipeline test files (NAME.test.yaml) instead")
     schema.set_defaults(func=_schema)
     openapi = sub.add_parser("openapi", help="print the OpenAPI 3.1 document of the pipelines (JSON)")
     openapi.add_argument("paths", nargs="*", default=["pipelines"], metavar="PATH",
@@ -82,6 +86,23 @@ def _parser():
     openapi.set_defaults(func=_openapi)
     _ops_parsers(sub)
     return parser
+
+
+def _testing_parsers(sub):
+    test = sub.add_parser("test", help="run pipeline test files (NAME.test.yaml) offline")
+    test.add_argument("paths", nargs="*", default=["pipelines"], metavar="PATH",
+                      help="test files, pipeline files (their NAME.test.yaml) or directories (default: pipelines)")
+    test.add_argument("--junit", metavar="FILE", help="also write the results to FILE as JUnit XML")
+    test.set_defaults(func=_test)
+
+
+def _test(args) -> int:
+    from .testing.junit import junit_xml
+    from .testing.runner import run_paths
+    run = run_paths(args.paths)
+    if args.junit:
+        Path(args.junit).write_bytes(junit_xml(run))
+    return run.exit_code
 
 
 def _ops_parsers(sub):
@@ -278,5 +299,9 @@ def _openapi(args) -> int:
 
 
 def _schema(args) -> int:
+    if args.tests:
+        from .testing.spec import tests_schema_text
+        sys.stdout.write(tests_schema_text())
+        return 0
     sys.stdout.write(dsl.schema_text())
     return 0

@@ -94,8 +94,9 @@ class Deliverer:
     """Leases jobs and runs their branches, ``concurrency`` at a time; ``run()`` until ``stop()``."""
 
     def __init__(self, store, pipelines, outbound, *, concurrency=64, visibility_s=60.0,
-                 poll_s=0.5, rng=random.uniform, outage=None, metrics=OFF):
-        self.store, self.outbound, self.metrics = store, outbound, metrics
+                 poll_s=0.5, rng=random.uniform, outage=None, metrics=OFF,
+                 clock=time.time):
+        self.store, self.outbound, self.metrics, self.clock = store, outbound, metrics, clock
         self.swap(pipelines)
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.outage = outage or Outage(log, metrics)
@@ -188,7 +189,7 @@ class Deliverer:
         """Dead-letter or retry the job; one log line either way (``detail`` is the step's
         client-safe text: never a body or a credential)."""
         attempt = job.attempt + 1
-        age = time.time() - job.created_at
+        age = self.clock() - job.created_at
         facts = dict(pipeline=job.pipeline, branch=job.branch, job=job.id, delivery=job.delivery,
                      attempt=attempt, error=detail)
         if not retryable or branch.retry.gives_up(attempt, age):
@@ -201,7 +202,7 @@ class Deliverer:
         delay = branch.retry.next_delay(attempt, self.rng)
         if retry_after is not None:
             delay = max(delay, min(retry_after, branch.retry.max_s))
-        due = time.time() + delay
+        due = self.clock() + delay
         self.metrics.delivered(job.pipeline, job.branch, "retry", time.perf_counter() - began)
         log.warning("job %s attempt %d failed: %s; next try at %s (in %.1f s)", job.id, attempt, detail,
                     iso_time(due), delay, extra=fields(**facts, outcome="retry", next_try_at=iso_time(due)))

@@ -6,6 +6,8 @@ What is checked, over ``docs/*.md`` and ``docs/steps/*.md``:
   ``# yaml-language-server`` modeline) compiles with ``dsl.compile_text`` and
   no diagnostic at all; with ``<!-- expect: code, code -->`` on the line
   before, it must produce exactly those diagnostic codes instead;
+* a ```yaml block with a top-level ``tests:`` is a pipeline test file, run
+  with ``hookline test`` by tests/test_hookline_test.py;
 * every other ```yaml block is marked ``<!-- fragment -->`` (a single step, a
   key or two) and is skipped on purpose;
 * every diagnostic code the compiler can emit (found in the source of
@@ -81,7 +83,14 @@ class Block:
         return f"{self.page}:{self.line}"
 
     @property
+    def is_tests(self) -> bool:
+        """A pipeline test file (top-level ``tests:``): run by tests/test_hookline_test.py."""
+        return any(ln.startswith("tests:") for ln in self.text.splitlines())
+
+    @property
     def is_pipeline(self) -> bool:
+        if self.is_tests:
+            return False
         lines = [ln for ln in self.text.splitlines() if ln.strip()]
         if lines and lines[0].startswith("# yaml-language-server:"):
             return True
@@ -160,7 +169,7 @@ def test_pipeline_gives_the_expected_diagnostics(block, tmp_path):
 
 
 def test_every_yaml_block_is_a_pipeline_or_marked_as_a_fragment():
-    unmarked = [b.id for b in YAML if b.marker != "fragment" and not b.is_pipeline]
+    unmarked = [b.id for b in YAML if b.marker != "fragment" and not b.is_pipeline and not b.is_tests]
     assert unmarked == [], "mark these with <!-- fragment --> or make them whole pipelines"
     whole = [b.id for b in FRAGMENTS if b.is_pipeline]
     assert whole == [], "these are whole pipelines: remove <!-- fragment --> so they are compiled"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import dsl
+
 ROOT = Path(__file__).resolve().parent.parent
 HOOKLINE = str(ROOT / ".venv" / "bin" / "hookline")
 PIPELINES = ROOT / "pipelines"
@@ -59,7 +61,7 @@ EXPECTED = [
 
 
 def shipped() -> list[Path]:
-    return [p for p in sorted(PIPELINES.glob("*.y*ml")) if not p.stem.endswith("_test")]
+    return [p for p in sorted(PIPELINES.glob("*.y*ml")) if not dsl.is_test_file(p)]
 
 
 def env_names() -> set[str]:

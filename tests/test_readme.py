@@ -17,6 +17,8 @@ import subprocess
 import pytest
 import yaml
 
+import dsl
+
 from conftest import ROOT
 
 README = ROOT / "README.md"
@@ -44,7 +46,7 @@ COMMANDS = [command for _, command in STEPS]
 
 
 def test_readme_has_a_curl_example_per_example_pipeline():
-    for file in sorted((ROOT / "pipelines").glob("*.yaml")):
+    for file in dsl.pipeline_files([ROOT / "pipelines"]):
         pattern = url_pattern(yaml.safe_load(file.read_text())["receive"]["path"])
         assert any(pattern.search(c + " ") for c in COMMANDS), f"README has no curl example for {file.name}"
 

@@ -19,7 +19,12 @@ class _Lease:
 
 
 class MemoryStore(StoreBase):
-    def __init__(self):
+    """``clock`` (default ``time.time``) decides when a job is due and a lease or a
+    dedupe key has expired: ``hookline test`` passes a simulated one, so retries
+    happen without waiting."""
+
+    def __init__(self, clock=time.time):
+        self.clock = clock
         self._jobs: dict[str, Job] = {}
         self._leases: dict[str, _Lease] = {}
         self._dedupe: dict[str, tuple[bytes, float]] = {}
@@ -38,7 +43,7 @@ class MemoryStore(StoreBase):
             key, response, ttl_s = dedupe
             if self._dedupe_live(key):            # a response is stored (b"" is only a claim)
                 return False
-            self._dedupe[key] = (response, time.time() + ttl_s)
+            self._dedupe[key] = (response, self.clock() + ttl_s)
         for job in jobs:
             self._jobs[job.id] = replace(job, state="pending", lease="")
         return True
@@ -53,15 +58,15 @@ class MemoryStore(StoreBase):
     async def claim(self, key: str, ttl_s: float) -> bytes | None:
         stored = self._dedupe_live(key)
         if stored is None:
-            self._dedupe[key] = (b"", time.time() + ttl_s)
+            self._dedupe[key] = (b"", self.clock() + ttl_s)
         return stored
 
     def _dedupe_live(self, key: str) -> bytes | None:
         response, expires = self._dedupe.get(key, (None, 0.0))
-        return response if expires > time.time() else None
+        return response if expires > self.clock() else None
 
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Job]:
-        now, token = time.time(), uuid.uuid4().hex
+        now, token = self.clock(), uuid.uuid4().hex
         ready = sorted((j for j in self._jobs.values() if self._ready(j, now)), key=lambda j: j.due_at)
         leased = [replace(job, state="leased", lease=token) for job in ready[:max(limit, 0)]]
         for job in leased:
@@ -94,7 +99,7 @@ class MemoryStore(StoreBase):
         self._finish(job, state="dead", last_error=reason)
 
     async def release(self, consumer: str) -> None:
-        now = time.time()
+        now = self.clock()
         for job_id in [i for i, lease in self._leases.items() if lease.consumer == consumer]:
             self._jobs[job_id] = replace(self._jobs[job_id], state="pending", lease="", due_at=now)
             del self._leases[job_id]
@@ -112,7 +117,7 @@ class MemoryStore(StoreBase):
         job = self._jobs.get(job_id)
         if job is None or job.state != "dead":
             return False
-        self._jobs[job_id] = replace(job, state="pending", attempt=0, due_at=time.time(), last_error="")
+        self._jobs[job_id] = replace(job, state="pending", attempt=0, due_at=self.clock(), last_error="")
         return True
 
     async def replay_all(self) -> int:
