@@ -94,6 +94,19 @@ def _testing_parsers(sub):
                       help="test files, pipeline files (their NAME.test.yaml) or directories (default: pipelines)")
     test.add_argument("--junit", metavar="FILE", help="also write the results to FILE as JUnit XML")
     test.set_defaults(func=_test)
+    run = sub.add_parser("run", help="one request through a pipeline offline, printing each step's output")
+    run.add_argument("path", metavar="PATH", help="a test file (its request and mocks) or a pipeline file "
+                                                  "(calls answered by an echo)")
+    run.add_argument("--test", metavar="NAME", help="which test of the test file (default: the first)")
+    run.add_argument("--method", help="request method (default: the pipeline's, else POST)")
+    run.add_argument("--path", dest="path_", metavar="TARGET", help="request target, /path?query "
+                                                                    "(default: the pipeline's path)")
+    run.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="a request header")
+    run.add_argument("--body", metavar="TEXT", help="request body, sent as is (JSON unless --header says)")
+    run.add_argument("--body-file", metavar="FILE", help="send this file's bytes as the body")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="a value for ${env:NAME} (over the environment)")
+    run.set_defaults(func=_run)
 
 
 def _test(args) -> int:
@@ -103,6 +116,11 @@ def _test(args) -> int:
     if args.junit:
         Path(args.junit).write_bytes(junit_xml(run))
     return run.exit_code
+
+
+def _run(args) -> int:
+    from .testing.trace import run_command
+    return run_command(args, sys.stdout)
 
 
 def _ops_parsers(sub):

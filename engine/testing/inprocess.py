@@ -26,7 +26,7 @@ from tornado import httputil
 
 from ..server import App
 
-__all__ = ["App", "Response", "send"]
+__all__ = ["App", "Response", "send", "settle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +82,9 @@ async def send(app: App, method: str, target: str, headers, body: bytes = b"") -
         exchange.data_received(body)
     exchange.finish()
     return await conn.answered
+
+
+async def settle(app: App) -> None:
+    """Wait for the tasks the server still runs after answering (none, usually)."""
+    while app.tasks:
+        await asyncio.gather(*app.tasks, return_exceptions=True)

@@ -30,7 +30,7 @@ from dsl.signing import sign
 from ..queue.memory import MemoryStore
 from .deliver import Clock, deliver_all
 from .expect import Outcome, differences, parsed_body, show
-from .inprocess import App, send
+from .inprocess import App, send, settle
 from .load import Case, Suite, load_suite
 from .mocks import Mocks
 
@@ -40,11 +40,11 @@ LOGGER = "hookline"
 
 
 class Broken(Exception):
-    """A test file mistake found while running it (it names the place)."""
+    """Mistakes in a test file (or in how it was asked for), each naming its place."""
 
-    def __init__(self, diagnostic: Diagnostic):
-        super().__init__(str(diagnostic))
-        self.diagnostic = diagnostic
+    def __init__(self, *diagnostics: Diagnostic):
+        super().__init__("\n".join(map(str, diagnostics)))
+        self.diagnostics = diagnostics
 
 
 @dataclass(slots=True)
@@ -165,8 +165,7 @@ async def run_case(pipeline, case: Case) -> Result:
 async def exchange(app, pipeline, method, target, headers, body) -> Outcome:
     """Send one request and wait for the server's own tasks; the jobs it enqueued."""
     response = await send(app, method, target, headers, body)
-    while app.tasks:
-        await asyncio.gather(*app.tasks, return_exceptions=True)
+    await settle(app)
     order = {b.id: i for i, b in enumerate(pipeline.branches)}
     jobs = sorted(await app.store.list(limit=1_000_000), key=lambda j: order.get(j.branch, len(order)))
     return Outcome(response.status, response.headers, parsed_body(response.headers, response.body),
@@ -236,8 +235,8 @@ async def _run_suites(suites, run: Run, out) -> None:
         try:
             pipeline, problems = compile_for(suite, pipelines)
         except Broken as exc:
-            run.broken.append(exc.diagnostic)
-            print(exc.diagnostic, file=out)
+            run.broken += exc.diagnostics
+            print(exc, file=out)
             continue
         for case in suite.cases:
             if pipeline is None:
@@ -247,8 +246,8 @@ async def _run_suites(suites, run: Run, out) -> None:
                 try:
                     result = await run_case(pipeline, case)
                 except Broken as exc:
-                    run.broken.append(exc.diagnostic)
-                    print(f"\n{exc.diagnostic}", file=out)
+                    run.broken += exc.diagnostics
+                    print(f"\n{exc}", file=out)
                     continue
             results.append(result)
             run.results.append(result)
