@@ -266,3 +266,25 @@ def test_the_docs_table_has_every_key_of_the_test_format():
         stack += [v for v in node.get("properties", {}).values()]
         stack += [node[k] for k in ("items", "additionalProperties") if isinstance(node.get(k), dict)]
     assert len(keys) > 20 and sorted(keys - table) == []
+
+
+# --- the comparisons, and the modules' examples ----------------------------------------------------
+
+def test_body_contains_compares_text_as_a_substring_and_objects_as_subsets():
+    from engine.testing.expect import diff
+    assert diff("<a>1</a>", "<x><a>1</a></x>", "calls[0].body", subset=True) == []
+    assert diff("<a>2</a>", "<x><a>1</a></x>", "calls[0].body", subset=True) == [
+        'calls[0].body: expected text containing "<a>2</a>", got "<x><a>1</a></x>"']
+    assert diff({"a": [1, {"b": True}]}, {"a": [1, {"b": 1, "c": 2}]}, "body", subset=True) == [
+        "body.a[1].b: expected true, got 1"]
+    assert diff({"a": 1}, {"a": 1.0, "b": None}, "body") == ["body.b: not expected, got null"]
+
+
+@pytest.mark.parametrize("module", ["engine.testing.spec", "engine.testing.load", "engine.testing.mocks",
+                                    "engine.testing.inprocess", "engine.testing.expect", "dsl.signing",
+                                    "dsl.project"])
+def test_doctests(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -113,6 +113,8 @@ def _calls(want: list, have: list) -> list[str]:
                 out.append(f"{at}.headers.{name}: expected {show(value)}, got {show(lower.get(name.lower()))}")
         if "body" in w:
             out += diff(w["body"], h["body"], f"{at}.body")
+        if "body_contains" in w:
+            out += diff(w["body_contains"], h["body"], f"{at}.body", subset=True)
     return out
 
 

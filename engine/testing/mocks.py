@@ -27,10 +27,19 @@ import orjson
 
 from dsl.runtime import CallError
 
+from ..outbound import Outbound
+
 _DETAIL = {"timeout": "no answer within {timeout:g} s (mocked)", "unreachable": "destination unreachable (mocked)"}
 
 
-class Mocks:
+class _Transport:
+    """What a ``call`` step needs of ``ctx.http`` besides ``request``: reading an
+    answer's bytes (``parse``) exactly as the real client does."""
+
+    parse = staticmethod(Outbound.parse)
+
+
+class Mocks(_Transport):
     """``request(...)`` answers from the first mock whose ``match`` fits; every call is
     recorded in ``calls`` as ``{method, url, headers, body}``."""
 
@@ -62,7 +71,7 @@ class Mocks:
         return {"fail": mock["fail"]} if "fail" in mock else mock["respond"]
 
 
-class Echo:
+class Echo(_Transport):
     """Answers every call 200 with a JSON echo of it: ``{method, url, headers, body}``."""
 
     def __init__(self):

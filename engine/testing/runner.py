@@ -172,13 +172,20 @@ async def exchange(app, pipeline, method, target, headers, body) -> Outcome:
                    jobs=[j.branch for j in jobs])
 
 
+def _line(record) -> str:
+    """A log record's message, and the exception it carries in one line (the traceback
+    stays out of test output)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return record.getMessage() + (f" ({type(exc).__name__}: {exc})" if exc is not None else "")
+
+
 class _captured_log:
     """The server's log lines while a test runs (shown when it fails), kept off the terminal."""
 
     def __enter__(self):
         self.lines, self.logger = [], logging.getLogger(LOGGER)
         self.handler = logging.Handler(logging.INFO)
-        self.handler.emit = lambda record: self.lines.append(record.getMessage())
+        self.handler.emit = lambda record: self.lines.append(_line(record))
         self.saved = self.logger.propagate, self.logger.level
         self.logger.addHandler(self.handler)
         self.logger.propagate = False

@@ -70,7 +70,8 @@ EXPECT = strict({
         "method": doc({"type": "string"}, "The call's method."),
         "url": doc({"type": "string"}, "The call's full URL."),
         "headers": doc(_HEADERS, "Headers the call must carry (names in any case)."),
-        "body": doc(ANY, "The call's JSON body."),
+        "body": doc(ANY, "The call's body: JSON, or the text sent (XML, a form)."),
+        "body_contains": doc(ANY, "Part of the call's body, as `expect.body_contains`."),
     })}, "Every outbound call the request made, in order (only the keys given are compared)."),
     "jobs": doc({"type": "array", "items": strict({
         "branch": doc({"type": "string"}, "The async branch the job runs."),
