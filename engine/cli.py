@@ -107,6 +107,17 @@ def _testing_parsers(sub):
     run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                      help="a value for ${env:NAME} (over the environment)")
     run.set_defaults(func=_run)
+    fuzz = sub.add_parser("fuzz", help="generate requests from the validate schemas; report those that break "
+                                       "a pipeline")
+    fuzz.add_argument("paths", nargs="*", default=["pipelines"], metavar="PATH",
+                      help="pipeline files or directories (default: pipelines)")
+    fuzz.add_argument("--max-examples", type=int, default=200, metavar="N",
+                      help="requests tried per search (default 200)")
+    fuzz.add_argument("--seconds", type=float, default=30.0, metavar="S",
+                      help="stop looking for new failures in a pipeline after S seconds (default 30)")
+    fuzz.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                      help="a value for ${env:NAME} (over the environment and the test file's env)")
+    fuzz.set_defaults(func=_fuzz)
 
 
 def _test(args) -> int:
@@ -121,6 +132,16 @@ def _test(args) -> int:
 def _run(args) -> int:
     from .testing.trace import run_command
     return run_command(args, sys.stdout)
+
+
+def _fuzz(args) -> int:
+    from .testing.fuzz import fuzz_command
+    env = dict(e.partition("=")[::2] for e in args.env)
+    if args.max_examples < 1 or args.seconds <= 0 or any(not name for name in env) or \
+            any("=" not in e for e in args.env):
+        print("hookline fuzz: --max-examples and --seconds must be positive, --env NAME=VALUE", file=sys.stderr)
+        return 2
+    return fuzz_command(args.paths, args.max_examples, args.seconds, env, sys.stdout)
 
 
 def _ops_parsers(sub):

@@ -152,7 +152,7 @@ async def run_case(pipeline, case: Case) -> Result:
     clock = Clock()
     store, transport = MemoryStore(clock=clock), Mocks(case.mocks)
     app = App([pipeline], outbound=transport, store=store)
-    with _captured_log() as lines:
+    with captured_log() as lines:
         outcome = await exchange(app, pipeline, *request_parts(pipeline, case))
         if "deliveries" in case.expect:
             outcome.states, outcome.errors = await deliver_all(store, [pipeline], transport, clock)
@@ -179,7 +179,7 @@ def _line(record) -> str:
     return record.getMessage() + (f" ({type(exc).__name__}: {exc})" if exc is not None else "")
 
 
-class _captured_log:
+class captured_log:
     """The server's log lines while a test runs (shown when it fails), kept off the terminal."""
 
     def __enter__(self):
