@@ -732,6 +732,8 @@ def test_delivery_runs_in_a_nicer_process_of_its_own_and_every_worker_dies_with_
     wait_until(lambda: len(_children(server.proc.proc.pid)) == 2, 10, "two workers")
     workers = _children(server.proc.proc.pid)
     assert sorted(workers.values()) == ["hookline-delive", "hookline-http"], workers
+    # the delivery worker lowers its priority once its store is open: wait for that, then compare
+    wait_until(lambda: 19 in {_nice(pid) for pid in workers}, 15, "the delivery worker's nice 19")
     nice = {name: _nice(pid) for pid, name in workers.items()}
     assert nice == {"hookline-http": 0, "hookline-delive": 19}, nice
     resp = post(server.url + "/a/deliver", "proc-1")
