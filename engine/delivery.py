@@ -19,6 +19,7 @@ from dsl import strict_json
 from dsl.reads import missing
 from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
+from . import tracing
 from .durable import KEPT, Outage
 from .logs import fields, iso_time
 from .metrics import OFF
@@ -109,7 +110,8 @@ class Deliverer:
     def swap(self, pipelines) -> None:
         """Deliver with the branches of ``pipelines`` from now on (a reload); attempts running
         keep the branch they started with."""
-        self.branches = {(p.name, b.id): b for p in self.metrics.instrument(pipelines) for b in p.branches}
+        self.branches = {(p.name, b.id): b for p in tracing.instrument(self.metrics.instrument(pipelines))
+                         for b in p.branches}
 
     async def run(self) -> None:
         while not self._stopping:
@@ -169,9 +171,11 @@ class Deliverer:
             await self.store.dead(job, _not_kept(job, gap))
             return
         ctx = Context(data, http=self.outbound, job=job.id)
+        traceparent = data.pop(tracing.KEY, None)      # the request's trace (engine/tracing.py)
         began = time.perf_counter()
         try:
-            await arun_steps(branch.steps, ctx)
+            with tracing.delivery(job, traceparent):
+                await arun_steps(branch.steps, ctx)
         except DeliveryFailed as exc:
             await self._failed(job, branch, exc.retryable, exc.detail, began, exc.retry_after)
             return

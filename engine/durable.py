@@ -20,6 +20,7 @@ import orjson
 from dsl.runtime import arun_steps, dumps_json, evaluate, run_steps, truthy
 from dsl.templates import to_text
 
+from . import tracing
 from .problems import CONTENT_TYPE, problem
 from .queue import Job, StoreUnavailable
 
@@ -331,7 +332,7 @@ def _jobs(pipeline, ctx, delivery):
     if not chosen:
         return []
     now = time.time()
-    payload = dumps_json(_persisted(ctx.data, pipeline))     # exact beyond 64 bits, like the sync path
+    payload = dumps_json(tracing.stamp(_persisted(ctx.data, pipeline)))   # exact beyond 64 bits, like the sync path
     return [Job(id=new_id(), delivery=delivery, pipeline=pipeline.name, branch=b.id,
                 payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
             for b in chosen]

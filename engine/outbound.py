@@ -15,6 +15,7 @@ import yarl
 
 from dsl.runtime import CallError
 
+from . import tracing
 from .formats import BodyError, parse_answer
 
 
@@ -79,6 +80,14 @@ class Outbound:
             raise CallError("forbidden", "redirect to a non-HTTP URL refused")
 
     async def _once(self, method, target, headers, body, timeout, max_bytes):
+        if tracing.TRACER is not None:
+            with tracing.client_span(method, target, headers) as (headers, answered):
+                status, rheaders, raw = await self._sent(method, target, headers, body, timeout, max_bytes)
+                answered(status)
+                return status, rheaders, raw
+        return await self._sent(method, target, headers, body, timeout, max_bytes)
+
+    async def _sent(self, method, target, headers, body, timeout, max_bytes):
         async with self._get().request(method, target, headers=headers, data=body, timeout=timeout,
                                        allow_redirects=False) as resp:
             raw = await _read_capped(resp, max_bytes)

@@ -34,7 +34,7 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from . import metrics
+from . import metrics, tracing
 from .ops import metrics_app
 from .outbound import Outbound
 from .reload import Reloader, watch
@@ -143,6 +143,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     """An HTTP worker; it delivers too unless ``wake_fds`` (pipes to the delivery workers) are given."""
     from .delivery import Backlog, Deliverer, Nudge
     from .durable import Outage
+    tracing.start()          # in this process, after the fork: when the OTEL_* variables ask for it
     counters = metrics.Metrics() if counted else metrics.OFF
     outbound, outage = Outbound(allow_hosts=allow_hosts), Outage(metrics=counters)
     store = deliverer = backlog = nudge = None
@@ -203,6 +204,7 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     that where they share a core the acknowledgements come first and delivery takes the
     idle time."""
     from .delivery import Deliverer, watch as watch_wake
+    tracing.start()
     outbound = Outbound(allow_hosts=allow_hosts)
     store = await _open_store(store_url, for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps

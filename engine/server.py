@@ -37,6 +37,7 @@ from .outbound import Outbound
 from .queue import StoreUnavailable
 from .problems import CONTENT_TYPE, problem
 from .router import Router, shape
+from . import tracing
 
 log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
@@ -75,7 +76,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         request already routed keeps the pipeline it started with and finishes on it."""
         pipelines = tuple(pipelines)
         self.openapi = openapi_document(pipelines) if self.admin is not None else None
-        pipelines = self.metrics.instrument(pipelines)      # the same, with steps timed
+        pipelines = tracing.instrument(self.metrics.instrument(pipelines))   # steps timed (and traced)
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
@@ -102,9 +103,10 @@ class App(httputil.HTTPServerConnectionDelegate):
         name = pipeline.name if pipeline is not None else ADMIN if exchange.admin_path is not None else UNROUTED
         method = exchange.start.method
         self.metrics.request(name, method, status, seconds)
+        trace = tracing.served(exchange.span, status) if exchange.span is not None else ""
         if self.access is not None:
             self.access.request(name, method, exchange.start.path.partition("?")[0][:MAX_LOGGED_PATH], status,
-                                seconds, exchange.run_id if pipeline is not None else "", exchange.delivery, "")
+                                seconds, exchange.run_id if pipeline is not None else "", exchange.delivery, trace)
 
 
 class Refusals:
@@ -139,7 +141,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored")
+                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored", "span")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
@@ -147,6 +149,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.chunks, self.size, self.raw = [], 0, b""
         self.began, self.run_id, self.delivery = time.perf_counter(), new_run_id(), ""
         self.stored = False         # True once a durable commit stored this request
+        self.span = None            # the server span (engine/tracing.py), when tracing is on
 
     def headers_received(self, start_line, headers):
         self.start, self.headers = start_line, headers
@@ -310,6 +313,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def _start(self) -> bool:
         """Handle the request; True when an async task now owns it."""
+        if tracing.TRACER is None:
+            return self._started()
+        self.span = tracing.server_span(self.pipeline, self.start.method, self.start.path.partition("?")[0],
+                                        self._lower())
+        with tracing.entered(self.span):       # current in the steps and in the tasks started here
+            return self._started()
+
+    def _started(self) -> bool:
         try:
             ctx = self._context()
             if ctx is None:
