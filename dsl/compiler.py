@@ -21,6 +21,7 @@ from pathlib import Path
 from .errors import Diagnostic
 from .expressions import ExpressionError, bare_literals, compile_expression, function_names
 from .hints import dashed_names, did_you_mean, error_hint, quoted_text
+from .kinds import csv_problem
 from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
@@ -191,7 +192,17 @@ class CompileContext:
         headers = tuple((name, self.expr(path + ("headers", name))) for name in spec.get("headers", {}))
         body = self.expr(path + ("body",)) if "body" in spec else None
         offered = tuple(_MEDIA[f] for f in spec.get("formats", ())) or Respond.__dataclass_fields__["offered"].default
+        if "csv" in spec.get("formats", ()) and body is not None and "content_type" not in spec:
+            self._csv_form(path + ("body",), body)
         return Respond(spec.get("status", 200), headers, body, "respond", offered, spec.get("content_type"))
+
+    def _csv_form(self, path, body):
+        """Offering CSV for a body that can never be CSV only ever answers 406 to a CSV client."""
+        problem = csv_problem(body.source)
+        if problem:
+            self.error(path, "unwritable-body", f"respond.formats offers CSV, which this body can never be "
+                       f"(a flat object or a list of flat objects): {problem}; a client that takes only "
+                       "text/csv gets 406", severity="warning")
 
     def steps(self, path):
         """Compile a list of steps; a step with errors is left out (its diagnostics stay)."""

@@ -381,8 +381,10 @@ def _text_out(value) -> tuple[bytes, str]:
 
 
 def _csv_out(value) -> tuple[bytes, str]:
+    if type(value) is dict:
+        value = [value]               # one record: one row under its header line
     if type(value) is not list or any(type(row) is not dict for row in value):
-        raise NotAcceptable("only a list of flat objects has a CSV form")
+        raise NotAcceptable("only a flat object or a list of flat objects has a CSV form")
     header = list(dict.fromkeys(key for row in value for key in row))
     if not header:
         return b"", "text/csv; charset=utf-8"

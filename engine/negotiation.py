@@ -28,7 +28,7 @@ def negotiated(value, accept, offered):
         except (NotAcceptable, TypeError):
             offered = tuple(m for m in offered if m != media)
     raise StepFailed(406, "Not Acceptable", "no acceptable format for this response; this endpoint "
-                     "answers " + ", ".join(all_offered) + (" (CSV for lists of flat objects)"
+                     "answers " + ", ".join(all_offered) + (" (CSV for a flat object or a list of them)"
                                                             if "text/csv" in all_offered else ""))
 
 

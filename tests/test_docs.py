@@ -575,6 +575,8 @@ EXAMPLE_SOURCES = {
                             "        Authorization: \"Bearer ${file:secrets/erp-token}\"\n",
     "url-authority-from-request": _CALL + "\"https://{request.body.erp_host}/stock\"\n",
     "bad-url": _CALL + "\"erp.example.com/stock\"\n",
+    "unwritable-body": _HEAD + "respond:\n  formats: [json, csv]\n  body: \"{id: request.body.id, "
+                               "lines: [request.body.first, request.body.second]}\"\n",
     "content-type-mismatch": _CALL + "\"https://erp.example.com/orders\"\n"
                                      "      headers: {Content-Type: application/xml}\n      body: request.body\n",
     "bad-schema": _HEAD + "validate:\n  body: {$ref: schemas/order.json}\n",

@@ -291,12 +291,15 @@ def test_xml_serialisation(value, xml):
     ([{"q": 'say "hi"', "n": "line\nbreak", "f": 1.5}], 'q,n,f\r\n"say ""hi""","line\nbreak",1.5\r\n'),
     ([], ""),
     ([{}, {}], ""),
+    ({"id": "A-1", "total": 9.5, "paid": True, "note": None}, "id,total,paid,note\r\nA-1,9.5,true,\r\n"),
+    ({}, ""),
 ])
 def test_csv(value, csv):
     assert serialise(value, "csv") == (csv.encode(), "text/csv; charset=utf-8")
 
 
-@pytest.mark.parametrize("value", [{"a": 1}, "x", None, [1, 2], [{"a": {"b": 1}}], [{"a": [1]}], [{"a": 1}, 2]])
+@pytest.mark.parametrize("value", [{"a": {"b": 1}}, {"a": [1]}, "x", None, [1, 2], [{"a": {"b": 1}}], [{"a": [1]}],
+                                   [{"a": 1}, 2]])
 def test_csv_not_possible(value):
     with pytest.raises(NotAcceptable) as info:
         serialise(value, "csv")

@@ -539,6 +539,12 @@ def test_csv_response(server):
                                                           ["B,2", "", 'say "hi"']]
 
 
+def test_a_single_object_is_one_csv_row_under_its_header_line(server):
+    resp = echo(server, json.dumps({"id": "A-1", "total": 9.5, "note": "a, b"}), Accept="text/csv")
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert list(csv.reader(io.StringIO(resp.text))) == [["id", "total", "note"], ["A-1", "9.5", "a, b"]]
+
+
 @pytest.mark.parametrize("accept, status", [("text/csv", 406), ("text/csv, application/json;q=0.1", 200)])
 def test_a_value_without_a_csv_form(server, accept, status):
     resp = echo(server, json.dumps({"order": {"lines": [1, 2]}}), Accept=accept)

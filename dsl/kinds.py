@@ -1,0 +1,104 @@
+"""What an expression's value is, when the expression alone decides it: for load-time warnings.
+
+Only the expression's own structure counts (literals, ``{…}``/``[…]`` built values, functions
+that always give a string, a number or a boolean, comparisons); anything read from the request
+is unknown. So a verdict is never a guess: ``csv_problem`` says why a value can never be
+written as CSV, or None when it might be.
+
+    >>> csv_problem("{order: request.body.id, skus: [request.body.sku, request.body.alt_sku]}")
+    "the value at key 'skus' is a list, and a CSV cell holds a string, a number, a boolean or null"
+    >>> csv_problem("join(', ', request.body.tags)")
+    'it is always a string'
+    >>> csv_problem("request.body.items[].{sku: sku, qty: qty}") is None
+    True
+
+Expressions the reference parser (jmespath) cannot read, such as the Community Edition's
+additions, are unknown: no verdict.
+"""
+from __future__ import annotations
+
+from jmespath.exceptions import JMESPathError
+from jmespath.parser import Parser
+
+__all__ = ["kind_of", "csv_problem"]
+
+# Functions whose result is one scalar kind whatever their arguments (a wrong argument is a 422).
+_RESULTS = {"length": "number", "abs": "number", "ceil": "number", "floor": "number", "sum": "number",
+            "avg": "number", "to_number": "number", "to_string": "string", "join": "string", "type": "string",
+            "starts_with": "boolean", "ends_with": "boolean", "contains": "boolean"}
+
+
+def kind_of(source: str):
+    """``("literal", value)``, ``("string"|"number"|"boolean",)``, ``("object", ((key, kind), …))``,
+    ``("list", (kind, …))`` (a built object or list, or null), or None when the request decides."""
+    try:
+        return _kind(Parser().parse(source).parsed)
+    except (JMESPathError, RecursionError, TypeError, ValueError):
+        return None
+
+
+def _kind(node: dict):
+    kind = node["type"]
+    if kind == "literal":
+        return ("literal", node["value"])
+    if kind in ("comparator", "not_expression"):
+        return ("boolean",)
+    if kind == "function_expression" and node["value"] in _RESULTS:
+        return (_RESULTS[node["value"]],)
+    if kind == "multi_select_dict":
+        return ("object", tuple((pair["value"], _kind(pair["children"][0])) for pair in node["children"]))
+    if kind == "multi_select_list":
+        return ("list", tuple(_kind(child) for child in node["children"]))
+    if kind in ("pipe", "subexpression"):          # null on the left is null: no CSV form either
+        return _kind(node["children"][-1])
+    return None
+
+
+def csv_problem(source: str) -> str | None:
+    """Why the expression's value can never be CSV (a flat object or a list of flat objects)."""
+    return _csv(kind_of(source))
+
+
+def _csv(kind) -> str | None:
+    if kind is None:
+        return None
+    if kind[0] == "literal":
+        return _csv_value(kind[1])
+    if kind[0] == "object":
+        return next((_cell(key, value) for key, value in kind[1] if _cell(key, value)), None)
+    if kind[0] == "list":
+        return next((f"item {i}{problem}" for i, item in enumerate(kind[1])
+                     for problem in [_row(item)] if problem), None)
+    return f"it is always a {kind[0]}"
+
+
+def _row(kind) -> str | None:
+    """What keeps a list item from being a CSV row: " is not an object", ": <why>", or None."""
+    if kind is None:
+        return None
+    if kind[0] == "object" or (kind[0] == "literal" and type(kind[1]) is dict):
+        problem = _csv(kind)
+        return f": {problem}" if problem else None
+    return " is not an object"
+
+
+def _cell(key: str, kind) -> str | None:
+    if kind is None or kind[0] in ("string", "number", "boolean"):
+        return None
+    if kind[0] == "literal" and type(kind[1]) not in (dict, list):
+        return None
+    noun = "an object" if kind[0] == "object" or type(kind[-1]) is dict else "a list"
+    return f"the value at key '{key}' is {noun}, and a CSV cell holds a string, a number, a boolean or null"
+
+
+def _csv_value(value) -> str | None:
+    if type(value) is dict:
+        nested = next((k for k, v in value.items() if type(v) in (dict, list)), None)
+        return None if nested is None else _cell(nested, ("literal", value[nested]))
+    if type(value) is list:
+        return next((f"item {i}{problem}" for i, row in enumerate(value)
+                     for problem in [_row(("literal", row))] if problem), None)
+    return "it is always null" if value is None else f"it is always a {_SCALARS[type(value)]}"
+
+
+_SCALARS = {str: "string", int: "number", float: "number", bool: "boolean"}

@@ -1,0 +1,68 @@
+"""``dsl.kinds``: what an expression's value is when the expression alone decides it.
+
+A verdict must never be a guess: every expression reported as never-CSV is checked against
+real data (its value has no CSV form whatever the request holds, here for a few requests),
+and expressions that read the request stay unknown.
+"""
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import dsl.kinds
+from dsl.expressions import compile_expression
+from dsl.kinds import csv_problem
+from engine.formats import NotAcceptable, serialise
+
+CONTEXTS = [{"request": {"body": body}, "steps": {}} for body in (
+    {}, None, {"id": 1, "items": [1, 2], "first": "a", "second": {"b": 1}, "sku": "X", "tags": ["t"]},
+    {"id": "A", "items": "abc", "first": None, "second": None, "tags": []})]
+
+
+@pytest.mark.parametrize("expression, problem", [
+    ("'ok'", "it is always a string"),
+    ("`12`", "it is always a number"),
+    ("`null`", "it is always null"),
+    ("length(request.body.items)", "it is always a number"),
+    ("request.body.items | length(@)", "it is always a number"),
+    ("request.body.id == `1`", "it is always a boolean"),
+    ("join(', ', request.body.tags)", "it is always a string"),
+    ("{id: request.body.id, lines: [request.body.first, request.body.second]}",
+     "the value at key 'lines' is a list, and a CSV cell holds"),
+    ("{id: request.body.id, customer: {name: request.body.first}}", "the value at key 'customer' is an object"),
+    ("request.body.{id: id, both: [first, second]}", "the value at key 'both' is a list"),
+    ("[request.body.id, request.body.sku]", None),
+    ("[`1`, request.body.id]", "item 0 is not an object"),
+    ("[{a: request.body.id}, {b: {c: request.body.id}}]", "item 1: the value at key 'b' is an object"),
+    ("`[{\"sku\": \"A\"}, {\"sku\": \"B\", \"tags\": [1]}]`", "item 1: the value at key 'tags' is a list"),
+    ("`{\"a\": 1}`", None),
+    ("`[]`", None),
+    ("{id: request.body.id, sku: request.body.sku}", None),
+    ("request.body", None),
+    ("request.body.items[].{sku: @}", None),
+    ("{lines: request.body.items[*]}", None),          # a projection may be null: a cell takes it
+    ("{n: length(request.body.items), ok: `true`, none: `null`}", None),
+])
+def test_csv_problem(expression, problem):
+    found = csv_problem(expression)
+    assert (found is None) if problem is None else (found is not None and found.startswith(problem)), found
+    if found is not None:                               # never a guess: no request gives it a CSV form
+        search = compile_expression(expression).search
+        for context in CONTEXTS:
+            try:
+                value = search(context)
+            except Exception:                           # a wrong type is a 422: no CSV either
+                continue
+            with pytest.raises((NotAcceptable, TypeError)):
+                serialise(value, "csv")
+
+
+@pytest.mark.parametrize("source", ["a +", "request.body.a + `1`", "$x", "a ? b : c"])
+def test_what_the_reference_parser_cannot_read_is_unknown(source):
+    assert csv_problem(source) is None
+
+
+def test_doctests():
+    failed, attempted = doctest.testmod(dsl.kinds)
+    assert attempted and not failed
