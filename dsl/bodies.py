@@ -41,7 +41,7 @@ from xml.parsers.expat import ExpatError, ParserCreate
 from .errors import HooklineDslError
 from .runtime import dumps_json
 
-__all__ = ["Unwritable", "WRITERS", "CONTENT_TYPES", "FORMATS", "fits",
+__all__ = ["Unwritable", "WRITERS", "CONTENT_TYPES", "FORMATS", "fits", "is_name",
            "write_xml", "write_form", "write_text", "MAX_DEPTH"]
 
 FORMATS = ("json", "xml", "form", "text")
@@ -123,7 +123,7 @@ def _attribute(name: str, value, at: str, scope, seen: dict) -> str:
 
 def _check_name(name: str, at: str, scope, what: str) -> str:
     """The prefix of a valid (qualified) name, "" for none; Unwritable otherwise."""
-    if not _is_name(name):
+    if not is_name(name):
         hint = "; only \"#text\" starts with '#'" if name[:1] == "#" else ""
         raise Unwritable(at, f"{name!r} is not an XML {what} name{hint}")
     prefix = name.partition(":")[0] if ":" in name else ""
@@ -136,7 +136,7 @@ def _check_name(name: str, at: str, scope, what: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _is_name(name: str) -> bool:
+def is_name(name: str) -> bool:
     """A (qualified) name in every edition of XML 1.0: the 5th edition's rules, and the older
     character tables expat (and many destinations' parsers) still apply; bodies repeat their
     names, so the answer is cached."""
@@ -160,7 +160,7 @@ def _declare(declared, at: str, scope):
         if type(uri) is not str:
             raise Unwritable(where, f"a namespace URI is a string, not {_describe(uri)}")
         _escape(uri, _ATTR_SPECIAL, where)
-        if prefix and (not _NCNAME.match(prefix) or not _is_name(prefix) or prefix == "xmlns"):
+        if prefix and (not _NCNAME.match(prefix) or not is_name(prefix) or prefix == "xmlns"):
             raise Unwritable(where, f"{prefix!r} cannot be a namespace prefix")
         if (prefix == "xml") != (uri == XML_NS) or uri == _XMLNS_NS:
             raise Unwritable(where, f"the prefix xml and the URI {uri} belong to XML itself")

@@ -20,7 +20,9 @@ from __future__ import annotations
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import Parser
 
-__all__ = ["kind_of", "csv_problem"]
+from .bodies import WRITERS, Unwritable, is_name
+
+__all__ = ["kind_of", "csv_problem", "body_problem"]
 
 # Functions whose result is one scalar kind whatever their arguments (a wrong argument is a 422).
 _RESULTS = {"length": "number", "abs": "number", "ceil": "number", "floor": "number", "sum": "number",
@@ -102,3 +104,77 @@ def _csv_value(value) -> str | None:
 
 
 _SCALARS = {str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def body_problem(fmt: str, source: str) -> str | None:
+    """Why a ``call.body`` can never be written as ``fmt`` (dsl.bodies), or None when it might.
+
+        >>> body_problem("xml", "{order: request.body, note: 'x'}")
+        'an XML document has one root element: the body must be an object with one key, not 2 keys'
+        >>> body_problem("xml", "{\\"order id\\": request.body}")
+        "'order id' is not an XML element name"
+        >>> body_problem("form", "request.body") is None
+        True
+    """
+    kind = kind_of(source)
+    if kind is None or fmt == "json":
+        return None
+    if kind[0] == "literal":
+        try:
+            WRITERS[fmt](kind[1])
+        except Unwritable as exc:
+            return exc.message
+        return None
+    return _BODY_CHECKS[fmt](kind)
+
+
+def _xml(kind) -> str | None:
+    if kind[0] != "object" or len(kind[1]) != 1:
+        what = f"{len(kind[1])} keys" if kind[0] == "object" else "a list" if kind[0] == "list" else f"a {kind[0]}"
+        return f"an XML document has one root element: the body must be an object with one key, not {what}"
+    root = kind[1][0][0]
+    return f"{root!r} is not an XML element name" if not is_name(root) else _xml_names(kind[1][0][1])
+
+
+def _xml_names(kind) -> str | None:
+    """The first key of a built object that can never be an XML name."""
+    if kind is None or kind[0] != "object":
+        return None
+    for key, value in kind[1]:
+        name = key[1:] if key[:1] == "@" else key
+        if key not in ("#text", "@xmlns") and not is_name(name):
+            return f"{name!r} is not an XML {'attribute' if key[:1] == '@' else 'element'} name"
+        problem = _xml_names(value)
+        if problem:
+            return problem
+    return None
+
+
+def _form(kind) -> str | None:
+    if kind[0] != "object":
+        return f"a form is an object of fields, not {'a list' if kind[0] == 'list' else 'a ' + kind[0]}"
+    return next((f"the field '{key}' holds an object or a list, and a form field holds text, a number, "
+                 "a boolean or a list of them" for key, value in kind[1] if _not_a_field(value)), None)
+
+
+def _not_a_field(kind) -> bool:
+    if kind is None or kind[0] in ("string", "number", "boolean"):
+        return False
+    items = kind[1] if kind[0] == "list" else kind[1] if kind[0] == "literal" and type(kind[1]) is list else None
+    if items is None:
+        return _structured(kind)
+    return any(_structured(item if kind[0] == "list" else ("literal", item)) for item in items)
+
+
+def _structured(kind) -> bool:
+    return kind is not None and (kind[0] in ("object", "list") or (
+        kind[0] == "literal" and type(kind[1]) in (dict, list)))
+
+
+def _text(kind) -> str | None:
+    if kind[0] in ("object", "list"):
+        return f"it is always {'an object' if kind[0] == 'object' else 'a list'}, and text is a string, a number or a boolean"
+    return None
+
+
+_BODY_CHECKS = {"xml": _xml, "form": _form, "text": _text}

@@ -9,10 +9,12 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from jmespath.exceptions import JMESPathError
 
 import dsl.kinds
 from dsl.expressions import compile_expression
-from dsl.kinds import csv_problem
+from dsl.bodies import WRITERS, Unwritable
+from dsl.kinds import body_problem, csv_problem
 from engine.formats import NotAcceptable, serialise
 
 CONTEXTS = [{"request": {"body": body}, "steps": {}} for body in (
@@ -56,6 +58,42 @@ def test_csv_problem(expression, problem):
                 continue
             with pytest.raises((NotAcceptable, TypeError)):
                 serialise(value, "csv")
+
+
+@pytest.mark.parametrize("fmt, expression, problem", [
+    ("xml", "{order: request.body, note: 'x'}", "an XML document has one root element"),
+    ("xml", "request.body.{a: id, b: sku}", "an XML document has one root element"),
+    ("xml", "[request.body]", "an XML document has one root element"),
+    ("xml", "join('', request.body.tags)", "an XML document has one root element"),
+    ("xml", "{\"order id\": request.body.id}", "'order id' is not an XML element name"),
+    ("xml", "{\"@a\": request.body.id}", "'@a' is not an XML element name"),
+    ("xml", "{Order: {Lines: {\"1st\": request.body.id}}}", "'1st' is not an XML element name"),
+    ("xml", "{Order: {\"@bad attr\": request.body.id}}", "'bad attr' is not an XML attribute name"),
+    ("xml", "`{\"a\": {\"b\": [[1]]}}`", "a list directly inside a list"),
+    ("xml", "{Order: request.body}", None),
+    ("xml", "{\"soap:Envelope\": {\"@xmlns\": request.body.ns, \"soap:Body\": request.body}}", None),
+    ("xml", "request.body", None),
+    ("form", "'a=1'", "a form is an object of fields, not a string"),
+    ("form", "{id: request.body.id, customer: {name: request.body.sku}}", "the field 'customer' holds"),
+    ("form", "{tags: [request.body.sku, [request.body.id]]}", "the field 'tags' holds"),
+    ("form", "{tags: [request.body.sku, request.body.id], n: `[1, 2]`}", None),
+    ("text", "{id: request.body.id}", "it is always an object"),
+    ("text", "[request.body.id]", "it is always a list"),
+    ("text", "request.body.note", None),
+    ("json", "`1`", None),
+])
+def test_body_problem(fmt, expression, problem):
+    found = body_problem(fmt, expression)
+    assert (found is None) if problem is None else (found is not None and found.startswith(problem)), found
+    if found is not None:                               # never a guess: every request gets 422
+        search = compile_expression(expression).search
+        for context in CONTEXTS:
+            try:
+                value = search(context)
+            except JMESPathError:                       # a wrong type is a 422 as well
+                continue
+            with pytest.raises(Unwritable):
+                WRITERS[fmt](value)
 
 
 @pytest.mark.parametrize("source", ["a +", "request.body.a + `1`", "$x", "a ? b : c"])

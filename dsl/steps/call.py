@@ -34,6 +34,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
 from ..bodies import CONTENT_TYPES, FORMATS, WRITERS, Unwritable, fits
+from ..kinds import body_problem
 from ..runtime import CallError, DeliveryFailed, StepFailed, evaluate
 from ..spec import METHODS, doc, expression, strict
 from ..templates import to_text
@@ -212,6 +213,8 @@ def compile(cc, path, step_id):
     typed = [(name, t) for name, t in headers if name.lower() == "content-type"]
     for name, template in typed:
         _check_content_type(cc, base + ("headers", name), template, fmt, "format" in spec)
+    if body is not None:
+        _check_body(cc, base + ("body",), body, fmt)
     return Call(
         id=step_id,
         method=spec.get("method") or ("POST" if "body" in spec else "GET"),
@@ -241,6 +244,14 @@ def _check_content_type(cc, path, template, fmt: str, explicit: bool) -> None:
         cc.error(path, "content-type-mismatch",
                  f"Content-Type {value!r} contradicts {which}, which writes {_WRITES[fmt]}; "
                  f"set format: {better} to send {_WRITES[better]}, or drop the header")
+
+
+def _check_body(cc, path, body, fmt: str) -> None:
+    """A body whose own structure can never be written as ``fmt`` would be a 422 on every request."""
+    problem = body_problem(fmt, body.source)
+    if problem:
+        cc.error(path, "unwritable-body", f"call.body can never be written as {fmt}: {problem}; every "
+                 "request would get 422", severity="warning")
 
 
 _WRITES = {"json": "JSON", "xml": "XML", "form": "a form", "text": "a string as it is"}
