@@ -12,30 +12,34 @@ written as CSV, or None when it might be.
     >>> csv_problem("request.body.items[].{sku: sku, qty: qty}") is None
     True
 
-Expressions the reference parser (jmespath) cannot read, such as the Community Edition's
-additions, are unknown: no verdict.
+The tree is the expression parser's (``dsl.jmes_parser``); node kinds not named here (a
+ternary, a projection, a variable) are unknown: no verdict.
 """
 from __future__ import annotations
 
-from jmespath.exceptions import JMESPathError
-from jmespath.parser import Parser
-
 from .bodies import WRITERS, Unwritable, is_name
+from .jmes_parser import SyntaxProblem, parse
 
 __all__ = ["kind_of", "csv_problem", "body_problem"]
 
-# Functions whose result is one scalar kind whatever their arguments (a wrong argument is a 422).
-_RESULTS = {"length": "number", "abs": "number", "ceil": "number", "floor": "number", "sum": "number",
-            "avg": "number", "to_number": "number", "to_string": "string", "join": "string", "type": "string",
-            "starts_with": "boolean", "ends_with": "boolean", "contains": "boolean"}
+# Functions whose result is one scalar kind (or null) whatever their arguments (a wrong argument
+# is a 422): the standard ones, the Community Edition's string functions, Hookline's (issue 13).
+_RESULTS = {
+    **dict.fromkeys(("length", "abs", "ceil", "floor", "sum", "avg", "to_number", "find_first", "find_last",
+                     "round", "to_integer"), "number"),
+    **dict.fromkeys(("to_string", "join", "type", "lower", "upper", "trim", "trim_left", "trim_right",
+                     "pad_left", "pad_right", "replace", "now", "to_datetime", "format_datetime",
+                     "datetime_add", "regex_replace", "base64_encode", "base64_decode", "url_encode",
+                     "url_decode", "sha256", "uuid", "uuid5", "json_encode"), "string"),
+    **dict.fromkeys(("starts_with", "ends_with", "contains", "regex_match"), "boolean")}
 
 
 def kind_of(source: str):
     """``("literal", value)``, ``("string"|"number"|"boolean",)``, ``("object", ((key, kind), …))``,
     ``("list", (kind, …))`` (a built object or list, or null), or None when the request decides."""
     try:
-        return _kind(Parser().parse(source).parsed)
-    except (JMESPathError, RecursionError, TypeError, ValueError):
+        return _kind(parse(source))
+    except (SyntaxProblem, RecursionError):
         return None
 
 
@@ -45,13 +49,15 @@ def _kind(node: dict):
         return ("literal", node["value"])
     if kind in ("comparator", "not_expression"):
         return ("boolean",)
+    if kind in ("arithmetic", "arithmetic_unary"):
+        return ("number",)
     if kind == "function_expression" and node["value"] in _RESULTS:
         return (_RESULTS[node["value"]],)
     if kind == "multi_select_dict":
         return ("object", tuple((pair["value"], _kind(pair["children"][0])) for pair in node["children"]))
     if kind == "multi_select_list":
         return ("list", tuple(_kind(child) for child in node["children"]))
-    if kind in ("pipe", "subexpression"):          # null on the left is null: no CSV form either
+    if kind in ("pipe", "subexpression", "let_expression"):   # null on the left is null: no CSV either
         return _kind(node["children"][-1])
     return None
 

@@ -45,6 +45,10 @@ CONTEXTS = [{"request": {"body": body}, "steps": {}} for body in (
     ("request.body.items[].{sku: @}", None),
     ("{lines: request.body.items[*]}", None),          # a projection may be null: a cell takes it
     ("{n: length(request.body.items), ok: `true`, none: `null`}", None),
+    ("request.body.id + `1`", "it is always a number"),
+    ("-request.body.id", "it is always a number"),
+    ("upper(request.body.sku)", "it is always a string"),
+    ("let $x = request.body in {id: $x.id, both: [$x.first, $x.second]}", "the value at key 'both' is a list"),
 ])
 def test_csv_problem(expression, problem):
     found = csv_problem(expression)
@@ -96,8 +100,8 @@ def test_body_problem(fmt, expression, problem):
                 WRITERS[fmt](value)
 
 
-@pytest.mark.parametrize("source", ["a +", "request.body.a + `1`", "$x", "a ? b : c"])
-def test_what_the_reference_parser_cannot_read_is_unknown(source):
+@pytest.mark.parametrize("source", ["a +", "$x", "a ? b : c", "request.body.x ? `1` : `2`"])
+def test_what_the_structure_does_not_decide_is_unknown(source):
     assert csv_problem(source) is None
 
 
