@@ -468,3 +468,23 @@ def test_response_format_forces_the_parser(server, kind, status, body):
         assert resp.json() == body
     else:
         assert "not well-formed XML" in assert_problem(resp, 502)["detail"]
+
+
+# -- a {…} that cannot be evaluated (docs/steps/call.md, "Failure") ------------------------------
+
+@pytest.mark.parametrize("body", [{"u": 5, "h": "ab"}, {"u": "ab", "h": 5}, {"h": "ab"}])
+def test_a_url_or_header_expression_that_fails_is_422_and_nothing_is_sent(server, dest, body):
+    """length() of a number (or of null) is a JMESPath type error at request time."""
+    before = len(dest.requests)
+    resp = requests.post(server.url + "/c/url-fails", json=body, timeout=10)
+    assert resp.status_code == 422, resp.text
+    assert resp.headers["Content-Type"] == PROBLEM
+    assert resp.json()["type"] == "https://hookline.dev/problems/expression-failed"
+    assert dest.requests[before:] == []
+
+
+def test_the_same_expressions_on_a_fitting_request_are_sent(server, dest):
+    resp = requests.post(server.url + "/c/url-fails", json={"u": "ab", "h": "abc"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    [got] = [r for r in dest.requests if r["path"] == "/record/len-2"]
+    assert got["headers"]["X-Length"] == "3"

@@ -21,7 +21,11 @@ What is checked, over ``docs/*.md`` and ``docs/steps/*.md``:
   status, the headers it lists, its JSON body; a ``run_id`` matches any run
   id). A ```http block after ``<!-- destination -->`` is what a destination
   app receives and answers: the request part (method, path, listed headers,
-  JSON body, or any other body as exact text) is checked, the ``HTTP/1.1`` part is sent back.
+  JSON body, or any other body as exact text) is checked, the ``HTTP/1.1`` part is sent back;
+* the shell examples run: every ``curl … localhost:8080`` line of a ```sh block runs
+  against ``hookline serve pipelines`` and the demo destination (what `make run`
+  starts), and prints the answer shown in the block after it, if any, or the status of
+  its ``# → NNN`` comment, else a 2xx (tests/shell_examples.py says how).
 
 Blocks are compiled in a temporary directory holding a copy of
 ``docs/examples/schemas``, so ``{$ref: schemas/x.json}`` works as it does
@@ -51,6 +55,7 @@ from dsl.jmes_compile import compile_tree
 from dsl.jmes_functions import InvalidValueError, NotANumberError
 from dsl.jmes_parser import parse
 from jmespath.exceptions import JMESPathTypeError
+import shell_examples
 from conftest import start_hookline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -727,3 +732,27 @@ def test_function_row(name):
         with pytest.raises(JMESPathTypeError) as caught:
             compile_expression(_code(wrong)).search({})
         assert name in str(caught.value)
+
+
+# --- the shell examples run against `make run`'s set-up ---------------------------------------
+
+SHELL = {page: shell_examples.examples(page, DOCS) for page in PAGES}
+SHELL_PAGES = sorted(page.relative_to(DOCS).as_posix() for page, found in SHELL.items() if found)
+
+
+def test_the_shell_examples_are_found():
+    """docs/http.md alone shows more than a dozen `curl` examples with their answers."""
+    assert "http.md" in SHELL_PAGES
+    assert sum(1 for found in SHELL.values() for ex in found if ex.answer) >= 12
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("page", SHELL_PAGES)
+def test_shell_examples_print_what_the_page_shows(page, examples_server):
+    """Each ``curl … localhost:8080`` line of a page's ```sh blocks, run as written against
+    ``hookline serve pipelines`` and the demo destination (see tests/shell_examples.py)."""
+    address, failures = examples_server.url.removeprefix("http://"), []
+    for ex in SHELL[DOCS / page]:
+        got = shell_examples.run(ex, address, ROOT)
+        failures += [f"{ex.id}: {p}" for p in shell_examples.differences(ex, got)]
+    assert failures == []

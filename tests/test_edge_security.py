@@ -89,8 +89,9 @@ NEVER = [*SECRETS.values(), *(s.removeprefix("whsec_")[:16] for s in SECRETS.val
 
 class Destination:
     """A loopback HTTP app: /record/... records and answers {n, path} (after 0.3 s for a path
-    with ``/slow-``); /redirect/same|other
-    answer 302 to this host or to ``localhost``; /big/length|chunked?size=N answer N bytes."""
+    with ``/slow-``); /redirect/same|other|port|scheme answer 302 to this host, to
+    ``localhost``, to this host on a second port it also listens on, or to this host over
+    https; /big/length|chunked?size=N answer N bytes."""
 
     def __init__(self):
         self.records: list[dict] = []
@@ -99,7 +100,11 @@ class Destination:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.other = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.other.daemon_threads = True
+        self.other_port = self.other.server_address[1]
+        for server in (self.server, self.other):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def count(self, path: str) -> int:
         with self.lock:
@@ -127,6 +132,10 @@ class Destination:
                     return self._send(302, b"", location="/record/redirected")
                 if path == "/redirect/other":
                     return self._send(302, b"", location=f"http://localhost:{dest.port}/record/redirected")
+                if path == "/redirect/port":     # the same host, another port: another origin
+                    return self._send(302, b"", location=f"http://127.0.0.1:{dest.other_port}/record/redirected")
+                if path == "/redirect/scheme":   # the same host and port over https: another origin
+                    return self._send(302, b"", location=f"https://127.0.0.1:{dest.port}/record/redirected")
                 if path.startswith("/big/"):
                     return self._big(path.rpartition("/")[2], int(dict(parse_qsl(query))["size"]))
                 return self._send(404, b"{}")
@@ -163,8 +172,9 @@ class Destination:
         return Handler
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.other):
+            server.shutdown()
+            server.server_close()
 
 
 class ServerLog:
@@ -793,6 +803,15 @@ def test_a_redirect_to_another_host_is_refused_with_502(request, proc, destinati
     before = destination.count("/record/redirected")
     doc = assert_problem(get(proc, "/sec/out/redirect/other"), 502, "bad-gateway")
     assert "redirect to another host, port or scheme refused" in doc["detail"] or "not in --allow-hosts" in doc["detail"]
+    assert destination.count("/record/redirected") == before
+
+
+@pytest.mark.parametrize("to", ["port", "scheme"])
+def test_a_redirect_to_the_same_host_on_another_port_or_scheme_is_refused(server, destination, to):
+    """docs/security.md: redirects stay on the same scheme, host and port (or an allowed host)."""
+    before = destination.count("/record/redirected")
+    doc = assert_problem(get(server, f"/sec/out/redirect/{to}"), 502, "bad-gateway")
+    assert "redirect to another host, port or scheme refused" in doc["detail"]
     assert destination.count("/record/redirected") == before
 
 

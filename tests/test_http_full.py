@@ -21,6 +21,7 @@ where curl is the point. The pipelines:
     POST             /hf/pdf         raw-pdf       content_types [application/pdf]
     GET              /hf/report      report        a flat table, formats [csv, json]
     GET              /hf/forced      forced        respond.content_type application/vnd.hookline.v1+json
+    GET              /hf/forced-problem forced-problem  respond.content_type application/problem+json
     POST             /hf/upload      upload        text/plain up to 16 MiB decoded
 """
 from __future__ import annotations
@@ -585,6 +586,18 @@ def test_respond_content_type_is_not_negotiated(server):
     assert resp.headers["Content-Type"] == "application/vnd.hookline.v1+json"
     assert resp.json() == {"version": 1}
     assert "accept" not in vary(resp)
+
+
+@pytest.mark.parametrize("accept, ctype", [(None, "application/problem+json"),
+                                           ("application/json", "application/problem+json"),
+                                           ("application/xml", "application/problem+xml")])
+def test_a_pipelines_own_problem_document_follows_accept_like_hookline_s(server, accept, ctype):
+    """docs/http.md: content_type skips negotiation, except application/problem+json."""
+    resp = requests.get(f"{server.url}/hf/forced-problem", headers={"Accept": accept} if accept else {},
+                        timeout=10)
+    assert resp.status_code == 409 and resp.headers["Content-Type"] == ctype
+    assert "accept" in vary(resp)
+    assert "sold-out" in resp.text and "Sold out" in resp.text
 
 
 # --- compression: request bodies ---------------------------------------------------------------------------
