@@ -16,11 +16,16 @@ body stands for the rest: the text before it must be how the real one begins. Va
 that change from run to run match any value of their shape: a date ``YYYY-MM-DD``, a
 16-hex ``run_id`` and a 32-hex job id. A ``# → NNN`` comment on a command is its
 status; a command with neither an answer nor a comment must answer 2xx.
+
+A ```text block that begins with ``$ hookline lint`` is a terminal session: each
+``$ command`` runs and must print the lines under it (stdout, then stderr; ``...`` for any
+lines; 12-hex pipeline versions of any value), ``$ echo $?`` the exit code before it.
 """
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,3 +171,61 @@ def same(want, have) -> bool:
     if isinstance(want, str) and isinstance(have, str):
         return want == have or any(p.fullmatch(want) and p.fullmatch(have) for p in VOLATILE)
     return type(want) is type(have) and want == have
+
+
+# --- console transcripts: ```text blocks of `$ hookline lint …` ------------------------------------
+
+HEX12 = re.compile(r"\b[0-9a-f]{12}\b")
+
+
+@dataclass
+class Transcript:
+    page: str
+    line: int
+    steps: list          # [(command, [expected output lines])]; "..." stands for any lines
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def transcripts(page: Path, root: Path, prefix: str = "$ hookline lint") -> list[Transcript]:
+    """The ```text blocks of ``page`` that begin with ``prefix``: a terminal session, each
+    ``$ command`` followed by what it prints (``$ echo $?`` by the exit code)."""
+    text, out = page.read_text(), []
+    for m in FENCE.finditer(text):
+        if m.group(1) != "text" or not m.group(2).startswith(prefix):
+            continue
+        steps = []
+        for line in m.group(2).splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            else:
+                steps[-1][1].append(line)
+        out.append(Transcript(page.relative_to(root).as_posix(), text.count("\n", 0, m.start()) + 1, steps))
+    return out
+
+
+def replay(transcript: Transcript, hookline: str, cwd: Path, env: dict) -> list[str]:
+    """Run each command (``hookline`` → the given one); what differs from the shown output."""
+    problems, code = [], None
+    for command, shown in transcript.steps:
+        if command == "echo $?":
+            got = [str(code)]
+        else:
+            args = shlex.split(command)
+            done = subprocess.run([hookline, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=120)
+            code, got = done.returncode, done.stdout.splitlines() + done.stderr.splitlines()
+        if not _lines_match([HEX12.sub("<hex>", s) for s in shown], [HEX12.sub("<hex>", g) for g in got]):
+            problems.append(f"`{command}` printed:\n  " + "\n  ".join(got[:40]))
+    return problems
+
+
+def _lines_match(shown: list[str], got: list[str]) -> bool:
+    """Line by line; a shown ``...`` matches any number of lines."""
+    if not shown:
+        return not got
+    if shown[0] == "...":
+        return any(_lines_match(shown[1:], got[i:]) for i in range(len(got) + 1))
+    return bool(got) and shown[0] == got[0] and _lines_match(shown[1:], got[1:])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import threading
@@ -56,7 +57,7 @@ from dsl.jmes_functions import InvalidValueError, NotANumberError
 from dsl.jmes_parser import parse
 from jmespath.exceptions import JMESPathTypeError
 import shell_examples
-from conftest import start_hookline
+from conftest import demo_env, start_hookline
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -756,3 +757,17 @@ def test_shell_examples_print_what_the_page_shows(page, examples_server):
         got = shell_examples.run(ex, address, ROOT)
         failures += [f"{ex.id}: {p}" for p in shell_examples.differences(ex, got)]
     assert failures == []
+
+
+TRANSCRIPTS = [t for page in PAGES for t in shell_examples.transcripts(page, DOCS)]
+
+
+def test_the_lint_transcripts_are_found():
+    assert len(TRANSCRIPTS) >= 3, [t.id for t in TRANSCRIPTS]
+
+
+@pytest.mark.parametrize("transcript", TRANSCRIPTS, ids=lambda t: t.id)
+def test_lint_transcripts_print_what_the_page_shows(transcript):
+    """Without the demo environment, as the pages' `missing-env` warnings assume."""
+    env = {k: v for k, v in os.environ.items() if k not in demo_env("")}
+    assert shell_examples.replay(transcript, str(ROOT / ".venv" / "bin" / "hookline"), ROOT, env) == []

@@ -48,6 +48,14 @@ def url_pattern(path: str) -> re.Pattern:
     return re.compile("localhost:8080" + re.sub(r"\\\{\w+\\\}", "[^/?' ]+", re.escape(path)) + "[?' ]")
 
 
+def test_the_readme_pipelines_compile_without_a_diagnostic():
+    blocks = re.findall(r"^```yaml\n(.*?)^```", README.read_text(), re.M | re.S)
+    assert blocks
+    for text in blocks:
+        pipeline, problems = dsl.compile_text(text, "README.yaml", env=demo_env("http://127.0.0.1:9"))
+        assert [str(d) for d in problems] == [] and pipeline is not None
+
+
 def test_every_readme_example_shows_its_answer():
     assert len(EXAMPLES) >= 7 and all(ex.answer for ex in EXAMPLES), \
         [ex.id for ex in EXAMPLES if not ex.answer]
