@@ -12,6 +12,7 @@ import asyncio
 import email.utils
 import math
 import logging
+import socket
 import time
 from urllib.parse import parse_qs
 
@@ -40,7 +41,7 @@ from .router import Router, shape
 from . import tracing
 
 log = logging.getLogger("hookline")
-MAX_DISCARD = 64 * 1024 * 1024   # read and drop up to this much of an oversized body, then close
+MAX_DISCARD = 64 * 1024 * 1024   # after a refusal, read and drop up to this much of the body, then close
 MAX_ERRORS = 50
 ADMIN_MAX_BODY = 64 * 1024       # an admin request's body is ignored up to this size; more → 413
 MAX_HEADERS = 100                # header fields per request; more → 431
@@ -141,17 +142,30 @@ class _Exchange(httputil.HTTPMessageDelegate):
     """One request and its response."""
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
-                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored", "span")
+                 "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored", "span",
+                 "discarded", "spare")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
         self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = self.lower = None
+        self.discarded = self.spare = None
         self.chunks, self.size, self.raw = [], 0, b""
         self.began, self.run_id, self.delivery = time.perf_counter(), new_run_id(), ""
         self.stored = False         # True once a durable commit stored this request
         self.span = None            # the server span (engine/tracing.py), when tracing is on
 
     def headers_received(self, start_line, headers):
+        """Route and check what the headers allow; a refusal is answered here, before the
+        body (see _refuse). A rate limit shared through the store returns an awaitable:
+        Tornado waits for it before it sends ``100 Continue`` or reads the body."""
+        self._check_headers(start_line, headers)
+        if self.early is not None:
+            self._refuse(before_body=True)
+        elif self.rate_key is not None:
+            return self._shared_limit()
+        return None
+
+    def _check_headers(self, start_line, headers):
         self.start, self.headers = start_line, headers
         if sum(1 for _ in headers.get_all()) > MAX_HEADERS:
             self.early = problem(431, "too-many-headers", "Request Header Fields Too Large",
@@ -163,7 +177,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         admin = self.app.admin
         if route is None and admin is not None and path.startswith(admin[0] + "/"):
             self.admin_path = path[len(admin[0]):]
-            self.conn.set_max_body_size(MAX_DISCARD)     # read and dropped; over ADMIN_MAX_BODY → 413
+            self._check_length(headers, ADMIN_MAX_BODY)   # read and dropped; over ADMIN_MAX_BODY → 413
         elif route is None:
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
         elif method in route.by_method:
@@ -172,7 +186,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if self.pipeline.auth or self.pipeline.allow_ips or self.pipeline.rate_limit:
                 self._check_access(headers)
             if self.early is None:
-                self._check_length(headers)
+                self._check_length(headers, self.pipeline.max_body_bytes)
             if self.early is None:
                 self._check_encoding(headers)
         elif method == "OPTIONS":
@@ -181,14 +195,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.early = problem(405, "method-not-allowed", "Method Not Allowed",
                                  f"{method[:20]} is not allowed here; use {route.allow}") + ({"Allow": route.allow},)
 
-    def _check_length(self, headers):
-        length = headers.get("Content-Length")
-        if length is not None and length.isascii() and length.isdigit() and int(length) > self.pipeline.max_body_bytes:
-            self._too_large(self.pipeline.max_body_bytes)
-            if int(length) <= MAX_DISCARD:
-                self.conn.set_max_body_size(MAX_DISCARD)
+    def _check_length(self, headers, limit: int):
+        """413 from ``Content-Length`` over ``limit``, whatever its size (Tornado's own limit,
+        which would answer a bare 400, is raised out of the way)."""
+        length = _declared_length(headers)
+        if length is not None and length > limit:
+            self._too_large(limit)
         else:
-            self.conn.set_max_body_size(max(self.pipeline.max_body_bytes, MAX_DISCARD))
+            self.conn.set_max_body_size(max(limit, MAX_DISCARD))
 
     def _check_access(self, headers):
         """allow_ips, then rate_limit, then auth: refused before the body is read."""
@@ -253,7 +267,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.chunks = None
 
     def data_received(self, chunk):
-        if self.early is not None:
+        if self.discarded is not None:   # answered already: the rest of the body is dropped
+            self.discarded += len(chunk)
+            if self.discarded > MAX_DISCARD:
+                self._end()              # Tornado closes the connection
             return
         self.size += len(chunk)
         limit = self.pipeline.max_body_bytes if self.pipeline is not None else ADMIN_MAX_BODY
@@ -265,31 +282,69 @@ class _Exchange(httputil.HTTPMessageDelegate):
             try:
                 self.decoder.feed(chunk)      # the decoded size is capped too: no bomb in memory
             except BodyError as exc:
-                self.early, self.decoder = exc.problem(), None
+                self.early, self.decoder = exc.problem() + (dict(exc.headers),), None
         else:
             self.chunks.append(chunk)
+        if self.early is not None:
+            self._refuse(before_body=False)
+
+    def _refuse(self, before_body: bool):
+        """Answer ``self.early`` now, before the rest of the body arrives (docs/http.md,
+        "Refusals before the body"). After ``Expect: 100-continue`` the refusal is sent
+        instead of ``100 Continue`` and the connection closed (the client has sent no
+        body). Otherwise the rest of the body is read and dropped, up to MAX_DISCARD
+        bytes, keeping the connection for the next request; a body declared larger is
+        answered with ``Connection: close``, and the connection is closed once
+        MAX_DISCARD bytes were dropped."""
+        status, body, *extra = self.early
+        headers = list(extra[0].items()) if extra else []
+        expect = before_body and self.headers.get("Expect", "").lower() == "100-continue"
+        length = _declared_length(self.headers)
+        close = expect or (length is not None and length - self.size > MAX_DISCARD)
+        if close:
+            headers.append(("Connection", "close"))
+        try:
+            written = self._write(status, body, CONTENT_TYPE if body else None, headers)
+        except Exception as exc:
+            self._served(self._unsent(exc))
+            self._end()
+            return
+        self._served(status)
+        if expect:
+            self._end()
+        elif self.conn is not None:
+            self.discarded = 0
+            self.conn.set_max_body_size(1 << 62)     # dropped bytes are counted here instead
+            if close and written is not None:        # then FIN: the client stops sending, and closes
+                written.add_done_callback(lambda _, sock=self.conn.stream.socket: _shutdown_writes(sock))
 
     def finish(self):
-        if self.early is not None:
-            status, body, *extra = self.early
-            self.send(status, body, CONTENT_TYPE if body else None, extra[0].items() if extra else ())
+        if self.discarded is not None:   # answered before the body ended; the rest was dropped
+            self._end()
             return
         if self.admin_path is not None:
             task = asyncio.get_running_loop().create_task(self._admin())
             self.app.tasks.add(task)
             task.add_done_callback(self.app.tasks.discard)
-            return
-        self.app.inflight += 1
-        if self.rate_key is not None:
-            task = asyncio.get_running_loop().create_task(self._shared_limit())
-            self.app.tasks.add(task)
-            task.add_done_callback(self.app.tasks.discard)
-            return
-        if not self._start():
-            self.app.inflight -= 1
+        else:
+            self.app.inflight += 1
+            if not self._start():
+                self.app.inflight -= 1
+        if self.conn is not None:        # the answer comes later
+            self._keep_socket()
+
+    def _keep_socket(self):
+        """A second descriptor of the socket, so that an answer that comes later still reaches
+        a client that half-closed its side after sending the request (``shutdown(SHUT_WR)``):
+        Tornado reads that as a closed connection and closes its own descriptor."""
+        try:
+            self.spare = self.conn.stream.socket.dup()
+        except (AttributeError, OSError):
+            self.spare = None
 
     async def _shared_limit(self):
-        """The rate limit shared by every process on the Redis store, then the request."""
+        """The rate limit shared by every process on the Redis store, asked before the body
+        is read; 429 is answered from here."""
         rule = self.pipeline.rate_limit
         try:
             wait = await self.app.shared_limits.take_token(f"{self.pipeline.name}:{self.rate_key}",
@@ -304,12 +359,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             self.app.refused.count(self.pipeline.name, "rate-limited")
-            self.send(*problem(429, "rate-limited", "Too Many Requests",
-                               f"more than {rule.rate:g} requests per second; retry after {seconds} s"),
-                      CONTENT_TYPE, [("Retry-After", str(seconds))])
-            self.app.inflight -= 1
-        elif not self._start():
-            self.app.inflight -= 1
+            self.early = problem(429, "rate-limited", "Too Many Requests",
+                                 f"more than {rule.rate:g} requests per second; retry after {seconds} s"
+                                 ) + ({"Retry-After": str(seconds)},)
+            self._refuse(before_body=True)
 
     def _start(self) -> bool:
         """Handle the request; True when an async task now owns it."""
@@ -500,12 +553,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
                            run_id=run_id), CONTENT_TYPE)
 
     def send(self, status, body: bytes, content_type, headers=()):
-        """Write the answer; should that fail (a bug), an answer all the same (``_unsent``)."""
-        if self.conn is not None:
+        """Write the answer and end the exchange; should writing fail (a bug), an answer all
+        the same (``_unsent``)."""
+        if self.conn is not None or self.spare is not None:
             try:
                 self._write(status, body, content_type, headers)
             except Exception as exc:
                 status = self._unsent(exc)
+            self._end()
         self._served(status)
 
     def _served(self, status: int) -> None:
@@ -542,6 +597,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return status
 
     def _write(self, status, body: bytes, content_type, headers):
+        if self.spare is not None and self.conn is not None and self.conn.stream.closed():
+            self.conn = None     # Tornado took a half-close for a close: answer through the spare
+        if self.conn is None and self.spare is None:
+            return None
         cors = self.pipeline.cors if self.pipeline is not None else None
         if cors is not None:     # the answer depends on Origin whether or not this one is allowed
             origin = cors.allow(self.headers.get("Origin"))
@@ -564,9 +623,28 @@ class _Exchange(httputil.HTTPMessageDelegate):
         reason = httputil.responses.get(status, "Unknown")
         if self.start.method == "HEAD" or status == 204 or status == 304:
             body = None
-        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason), out, body)
-        self.conn.finish()
-        self.conn = None
+        if self.conn is None:
+            self._write_spare(status, reason, out, body)
+            return None
+        return self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, reason), out, body)
+
+    def _end(self):
+        if self.conn is not None:
+            self.conn.finish()
+            self.conn = None
+        if self.spare is not None:
+            self.spare.close()
+            self.spare = None
+
+    def _write_spare(self, status, reason, out, body):
+        """The answer through the kept descriptor (Tornado's is closed: see _keep_socket),
+        then close it."""
+        lines = [f"HTTP/1.1 {status} {reason}", *(f"{n}: {v}" for n, v in out.get_all()), "Connection: close"]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        spare, self.spare = self.spare, None
+        task = asyncio.get_running_loop().create_task(_send_and_close(spare, data))
+        self.app.tasks.add(task)
+        task.add_done_callback(self.app.tasks.discard)
 
     def _compressed(self, body: bytes, out) -> bytes:
         out.add("Vary", "Accept-Encoding")
@@ -578,6 +656,30 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def on_connection_close(self):
         self.conn = None
+
+
+def _shutdown_writes(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass                       # already closed
+
+
+async def _send_and_close(sock, data: bytes) -> None:
+    try:
+        await asyncio.get_running_loop().sock_sendall(sock, data)
+    except OSError:
+        pass                       # the client closed both sides: nobody to answer
+    finally:
+        sock.close()
+
+
+def _declared_length(headers) -> int | None:
+    """``Content-Length`` as a number, None when absent or not plain digits (Tornado refuses those)."""
+    length = headers.get("Content-Length")
+    if length is not None and length.isascii() and length.isdigit():
+        return int(length)
+    return None
 
 
 def _preflight(route, headers) -> dict:

@@ -6,6 +6,7 @@ demo destination (pipelines/demo_destination.py) the example pipelines call.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -110,6 +112,32 @@ def refused(url: str) -> bool:
     except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
+
+
+@dataclass
+class Answer:
+    line: bytes              # the first line that came back: never "HTTP/1.1 100 ..." for a refusal
+    status: int
+    headers: dict            # lower-case names
+    body: bytes
+
+    def problem(self, status: int, slug: str) -> dict:
+        assert self.status == status, (self.line, self.body)
+        assert self.headers["content-type"] == "application/problem+json" and "date" in self.headers, self.headers
+        doc = json.loads(self.body)
+        assert doc["type"] == "https://hookline.dev/problems/" + slug and doc["status"] == status, doc
+        return doc
+
+
+def read_answer(reader) -> Answer:
+    """One response read as it comes (http.client would skip a 100 Continue silently)."""
+    line = reader.readline()
+    assert line.startswith(b"HTTP/1.1 "), line
+    headers = {}
+    for raw in iter(reader.readline, b"\r\n"):
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Answer(line, int(line.split()[1]), headers, reader.read(int(headers.get("content-length", 0))))
 
 
 def start_hookline(paths, env=None, workers=1, extra=(), tail=True) -> Proc:

@@ -51,7 +51,7 @@ import svix
 from twilio.request_validator import RequestValidator
 
 import dsl
-from conftest import ROOT, start_hookline
+from conftest import ROOT, read_answer, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "security"
 PROBLEM_TYPE = "https://hookline.dev/problems/"
@@ -763,6 +763,114 @@ def test_a_compressed_body_is_capped_after_decoding(server):
     resp = requests.post(server.url + "/sec/open", data=fits, timeout=10,
                          headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert resp.status_code == 204, resp.text
+
+
+# --- refusals before the body (docs/http.md, "Refusals before the body") ----------------------------
+
+def head(path: str, length: int, *lines: str) -> bytes:
+    return "\r\n".join([f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {length}", *lines, "", ""]).encode()
+
+
+def closed(sock) -> bool:
+    """The server closed the connection (EOF, or a reset for bytes it did not read)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_huge_content_length_gets_413_before_the_body_is_read(server):
+    # 200 MB declared for a pipeline taking 64 bytes: Tornado's own limit (100 MB) answered a bare
+    # 400 first; and a body over the 64 MiB discard limit was read in full before the 413.
+    with connect(server) as sock:
+        sock.sendall(head("/sec/open", 200_000_000, "Content-Type: application/json"))
+        sock.sendall(b" " * 1_000_000)                   # 1 MB of the 200 MB, then wait for the answer
+        answer = read_answer(sock.makefile("rb"))
+        doc = answer.problem(413, "body-too-large")
+        assert doc["max_body_bytes"] == 64 and answer.headers["connection"] == "close"
+    # the same with nothing sent after the headers
+    with connect(server) as sock:
+        sock.sendall(head("/sec/open", 200_000_000))
+        read_answer(sock.makefile("rb")).problem(413, "body-too-large")
+        assert closed(sock)
+    assert requests.post(server.url + "/sec/open", timeout=5).status_code == 204
+
+
+def bucket_emptied(server) -> str:
+    """An X-Tenant whose bucket (burst 2) is empty: its next request gets 429."""
+    tenant = unique("t")
+    for _ in range(2):
+        assert post(server, "/sec/rate/tenant", **{"X-Tenant": tenant}).status_code == 200
+    return tenant
+
+
+def header_refusals(server) -> list:
+    """(request head without the blank line's body, status, slug) for each refusal decided from headers."""
+    return [
+        (head("/sec/open", 1000), 413, "body-too-large"),
+        (head("/sec/verify/github", 1000, "Content-Type: application/xml"), 415, "unsupported-media-type"),
+        (head("/sec/ips/local", 1000).replace(b"POST", b"PUT", 1), 405, "method-not-allowed"),
+        (head("/sec/nowhere", 1000), 404, "not-found"),
+        (head("/sec/auth/bearer", 1000, "Authorization: Bearer tok-wrong"), 401, "unauthorized"),
+        (head("/sec/ips/private", 1000), 403, "forbidden"),
+        (head("/sec/rate/tenant", 1000, f"X-Tenant: {bucket_emptied(server)}"), 429, "rate-limited"),
+    ]
+
+
+def test_with_expect_100_continue_a_refusal_is_sent_instead_of_100(server):
+    for request, status, slug in header_refusals(server):
+        with connect(server) as sock:
+            sock.sendall(request.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+            answer = read_answer(sock.makefile("rb"))       # no body sent: it must not wait for one
+            answer.problem(status, slug)
+            assert answer.headers["connection"] == "close", (slug, answer.headers)
+            assert closed(sock), slug
+    with connect(server) as sock:                        # accepted: 100 Continue, then the answer
+        sock.sendall(head("/sec/open", 2, "Expect: 100-continue"))
+        reader = sock.makefile("rb")
+        assert reader.readline() == b"HTTP/1.1 100 (Continue)\r\n" and reader.readline() == b"\r\n"
+        sock.sendall(b"{}")
+        assert read_answer(reader).status == 204
+
+
+def test_a_refusal_decided_from_headers_comes_before_the_body_and_the_connection_is_kept(server):
+    # 401, 429, 413 (and every refusal decided from the headers) are answered while the body is
+    # still coming; the rest of it is read and dropped, and the connection serves the next request.
+    for request, status, slug in header_refusals(server):
+        with connect(server) as sock:
+            sock.sendall(request + b"x" * 100)            # 100 of the 1,000 bytes declared
+            reader = sock.makefile("rb")
+            read_answer(reader).problem(status, slug)
+            sock.sendall(b"x" * 900)
+            sock.sendall(b"GET /sec/open HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(reader).status == 204, slug
+
+
+def test_a_chunked_body_over_the_limit_is_answered_before_it_ends(server):
+    with connect(server) as sock:
+        sock.sendall(b"POST /sec/open HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"64\r\n" + b" " * 100 + b"\r\n")       # over the 64 bytes allowed; no end yet
+        reader = sock.makefile("rb")
+        read_answer(reader).problem(413, "body-too-large")
+        sock.sendall(b"0\r\n\r\nGET /sec/open HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(reader).status == 204
+
+
+def test_a_half_closed_client_gets_the_answer_of_an_async_pipeline(server, destination):
+    # The client sends its request, then shuts down its sending side (as `nc -N` does): the job
+    # was stored but no answer was written, Tornado taking the end of input for a closed connection.
+    n = unique("half")
+    with connect(server) as sock:
+        sock.sendall(f"POST /sec/auth/header-async?n={n} HTTP/1.1\r\nHost: x\r\n"
+                     f"X-Api-Key: {SECRETS['SEC_API_KEY']}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_answer(sock.makefile("rb"))
+        assert answer.status == 202 and json.loads(answer.body)["id"], (answer.line, answer.body)
+        assert answer.headers["connection"] == "close" and closed(sock)
+    deadline = time.monotonic() + 10
+    while destination.count(f"/record/persisted/{n}") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert destination.count(f"/record/persisted/{n}") == 1
 
 
 # --- outbound: --allow-hosts, redirects, response size, templated URLs -----------------------------

@@ -9,7 +9,9 @@ import uuid
 import pytest
 import requests
 
-from conftest import ROOT, start_hookline
+from urllib.parse import urlsplit
+
+from conftest import ROOT, read_answer, start_hookline
 
 PIPELINES = ROOT / "tests" / "pipelines" / "ratelimit"
 
@@ -64,3 +66,22 @@ def test_without_redis_each_process_has_its_own_bucket(tmp_path):
         one.stop()
         two.stop()
     assert codes == [200] * 6                            # 3 per process: per-process buckets
+
+
+def test_the_shared_429_comes_before_the_body_and_instead_of_100_continue(redis_url):
+    # Decided by asking Redis, still before the body is read (docs/http.md, "Refusals before the body").
+    server = start_hookline([PIPELINES], extra=("--store", redis_url))
+    parts = urlsplit(server.url)
+    try:
+        assert [requests.get(server.url + "/rl/shared", timeout=10).status_code for _ in range(3)] == [200] * 3
+        head = b"GET /rl/shared HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
+            answer = read_answer(sock.makefile("rb"))
+            answer.problem(429, "rate-limited")
+            assert int(answer.headers["retry-after"]) >= 1 and answer.headers["connection"] == "close"
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(head + b"\r\n" + b"x" * 100)        # 100 of the 1,000 bytes
+            read_answer(sock.makefile("rb")).problem(429, "rate-limited")
+    finally:
+        server.stop()
