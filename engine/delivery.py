@@ -222,5 +222,7 @@ class Deliverer:
             task.cancel()
         try:
             await self.store.release(self.consumer)
+        except StoreUnavailable as exc:
+            log.warning("releasing leases failed (%s); they expire after %.0f s", exc, self.visibility_s)
         except Exception:
             log.exception("releasing leases failed; they expire after %.0f s", self.visibility_s)

@@ -26,6 +26,7 @@ from .queue import Job, StoreUnavailable
 
 RETRY_AFTER_S = "5"
 OUTAGE_LOG_S = 10.0   # while the store fails, a WARNING at most this often
+REOPEN_S = 1.0        # a store that could not be opened at start-up is tried again this often
 log = logging.getLogger("hookline")
 _PRIVATE_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
@@ -107,6 +108,13 @@ class Outage:
         if now - self.last >= OUTAGE_LOG_S:
             self.log.warning("store unavailable: %s (since the last such line: %s)", exc, self._counted())
             self.last, self.counts = now, {}
+
+    def starting(self, exc, then: str) -> None:
+        """The store could not be opened at start-up: one line, and the process runs on
+        (``then``: what happens meanwhile); the next failures are counted as usual."""
+        self.log.warning("store unavailable at start-up: %s; %s until it answers (trying again every %g s)",
+                         exc, then, REOPEN_S)
+        self.down, self.last = True, time.monotonic()
 
     def recovered(self) -> None:
         """A write went through: after an outage, say so (callers check ``down`` first, so

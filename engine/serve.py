@@ -151,7 +151,8 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     if counted:
         background.append(asyncio.get_running_loop().create_task(counters.run()))
     if _needs_store(pipelines, store_url, admin):
-        store = await _open_store(store_url)
+        store, opening = await _open_store(store_url, outage, "requests that need it are answered 503")
+        background += [opening] if opening else []
         backlog = Backlog(store, max_backlog, outage=outage)
         background.append(asyncio.get_running_loop().create_task(backlog.run()))
         if wake_fds is None:
@@ -205,12 +206,13 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     idle time."""
     from .delivery import Deliverer, watch as watch_wake
     tracing.start()
-    outbound = Outbound(allow_hosts=allow_hosts)
-    store = await _open_store(store_url, for_delivery=True)
+    from .durable import Outage
+    counters = metrics.Metrics() if counted else metrics.OFF
+    outbound, outage = Outbound(allow_hosts=allow_hosts), Outage(logging.getLogger("hookline.delivery"), counters)
+    store, opening = await _open_store(store_url, outage, "nothing is delivered", for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
-    counters = metrics.Metrics() if counted else metrics.OFF
-    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, metrics=counters)
+    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage, metrics=counters)
     watch_wake(wake_fd, deliverer.wake)
     _on_sighup(reloader, deliverer.swap)
     gc.collect()
@@ -223,6 +225,8 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     if flushing is not None:
         flushing.cancel()
     counters.flush()
+    if opening is not None:
+        opening.cancel()
     await store.close()
     await outbound.close()
     return 0
@@ -263,11 +267,32 @@ def _remember_hup(signum, frame) -> None:
     _PENDING_HUP.append(signum)
 
 
-async def _open_store(store_url, for_delivery=False):
-    from .queue import open_store
+async def _open_store(store_url, outage, then: str, for_delivery=False):
+    """``(store, None)``; or, when the store cannot be opened (Redis not listening, SQLite on
+    a path it cannot write), ``(store, task)``: the store stays closed — every call raises
+    StoreUnavailable, which the request path answers with 503 and delivery waits out —
+    while the task opens it as soon as it answers. One log line says so (``then``: what
+    happens meanwhile), instead of a worker dying and restarting."""
+    from .durable import REOPEN_S
+    from .queue import StoreUnavailable, open_store
     store = open_store(store_url, for_delivery=for_delivery)
-    await store.open()
-    return store
+    try:
+        await store.open()
+        return store, None
+    except StoreUnavailable as exc:
+        outage.starting(exc, then)
+
+    async def reopen():
+        while True:
+            await asyncio.sleep(REOPEN_S)
+            try:
+                await store.open()
+            except StoreUnavailable as exc:
+                outage.note(exc, "attempt(s) to open it")
+            else:
+                outage.recovered()
+                return
+    return store, asyncio.get_running_loop().create_task(reopen())
 
 
 async def _stopped() -> None:

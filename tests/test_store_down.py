@@ -32,7 +32,7 @@ import pytest
 import redis
 import requests
 
-from conftest import HOOKLINE, free_port
+from conftest import HOOKLINE, ROOT, free_port
 from test_async_delivery import ADMIN, DEDUPE, DELIVER, Server, dest, wait_until  # noqa: F401 (dest: a fixture)
 
 TOKEN = f"Bearer sk_live_{secrets.token_hex(12)}"     # a sender's credential: never in the log
@@ -337,18 +337,75 @@ def test_sqlite_on_a_full_disk_answers_503_and_acknowledges_again_once_there_is_
     said_back(server)
 
 
+OPEN = ROOT / "tests" / "pipelines" / "security" / "limits-open.yaml"    # /sec/open: needs no store
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_a_store_down_at_start_up_answers_503_serves_the_rest_and_delivers_once_it_answers(
+        kind, tmp_path, dest):
+    # Redis not listening yet, or SQLite under a path it cannot create (its parent is a file):
+    # the ready line was printed, then the HTTP and delivery workers died opening the store and
+    # were restarted ~5 times a second with tracebacks, and every request hung.
+    if kind == "redis":
+        store = RedisServer(redis_server_binary(), free_port(), tmp_path)
+        url, come_back = store.url, store.start
+    else:
+        blocker = tmp_path / "not-yet"
+        blocker.write_text("a file where the store's directory goes")
+        url = f"sqlite:{blocker}/hookline.db"
+
+        def come_back():
+            blocker.unlink()
+    try:
+        server = Server([DELIVER, DEDUPE, OPEN], dest, url, extra=("--admin-prefix", ADMIN[0]),
+                        env={"HOOKLINE_ADMIN_TOKEN": ADMIN[1]})
+        try:
+            down_then_up(server, dest, come_back)
+        finally:
+            server.proc.stop()
+    finally:
+        if kind == "redis":
+            store.kill()
+
+
+def down_then_up(server, dest, come_back) -> None:
+    assert requests.post(server.url + "/sec/open", timeout=5).status_code == 204   # needs no store
+    down = [f"down-{i}" for i in range(3)]
+    for rid in down:
+        refused(send(server.url + "/a/deliver", rid), rid)
+    refused(send(server.url + "/a/dedupe", "down-dedupe", webhook_id="wh-start"), "dedupe before the store")
+    admin_unavailable(server)
+    alive_and_discreet(server)
+    log = "".join(server.lines)
+    said = [line for line in server.lines if "store unavailable at start-up:" in line]
+    assert len(said) == 2, log[-4000:]                   # the HTTP worker and the delivery worker, once each
+    assert "Traceback" not in log and "restarting" not in log, log[-4000:]
+
+    come_back()
+    back, late = acknowledged_again(server.url + "/a/deliver", within_s=15)
+    accepted(send(server.url + "/a/dedupe", "after-dedupe", webhook_id="wh-start"), "dedupe once it answers")
+    back.append("after-dedupe")
+    missing = delivered_in_time(dest, back, within_s=15)
+    assert not missing, f"acknowledged, never delivered: {missing}\n{server.log()}"
+    never_arrive(dest, down + late)
+    alive_and_discreet(server)
+    assert "Traceback" not in "".join(server.lines), server.log()
+
+
 @pytest.mark.parametrize("attempt", range(3))
-def test_sigterm_as_the_store_comes_back_while_workers_restart_still_exits(redis_server, dest, tmp_path, attempt):
-    """Redis down at start: the workers die opening the store and are restarted every ~0.2 s.
-    A SIGTERM in that pause, just as Redis came back, once left the restarted (now healthy)
-    workers running with nobody to stop them: ``hookline serve`` never exited."""
+def test_sigterm_as_the_store_comes_back_still_exits(redis_server, dest, tmp_path, attempt):
+    """Redis down at start. The workers once died opening the store and were restarted every
+    ~0.2 s, and a SIGTERM in that pause, just as Redis came back, left the restarted (now
+    healthy) workers running with nobody to stop them: ``hookline serve`` never exited. They
+    wait for the store now; a SIGTERM as it comes back still ends everything."""
     redis_server.kill()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([*HOOKLINE, "serve", str(DELIVER), "--port", "0", "--store", redis_server.url],
                                 env={**os.environ, "DEST_URL": dest.url}, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: "restarting" in log.read_text(), 15, "a worker restarted")
+        wait_until(lambda: log.read_text().count("store unavailable at start-up") == 2, 15,
+                   "both workers waiting for the store")
         redis_server.start()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, log.read_text()[-3000:]

@@ -288,8 +288,15 @@ class RedisStore(StoreBase):
         self._waiting: list = []          # (script, args, future, convert) for the next round trip
         self._sending: asyncio.Task | None = None
 
-    @_guarded
     async def open(self) -> None:
+        try:
+            await self._open()
+        except StoreUnavailable:
+            await self.close()          # not half open: every call says "not open" until open() works
+            raise
+
+    @_guarded
+    async def _open(self) -> None:
         self._redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
             self.url, **POOL))
         names = {"enqueue": ENQUEUE, "lease": LEASE, "finish": FINISH, "release": RELEASE,
