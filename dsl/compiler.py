@@ -22,6 +22,8 @@ from .errors import Diagnostic
 from .expressions import ExpressionError, bare_literals, compile_expression, function_names
 from .hints import dashed_names, did_you_mean, error_hint, quoted_text
 from .kinds import csv_problem
+from .functions import bound_registry
+from .jmes_functions import FUNCTIONS
 from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
@@ -32,6 +34,7 @@ from .schema_check import CALL_OUTPUT, ROUTE_OUTPUT, UNKNOWN, infer, request_sha
 from .shape import check_shape, refused_paths
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
 from .steps import BY_KEY
+from .tables import compile_tables
 from .templates import Template, parse
 from .verify import VerifyConfigError, make_verifier
 from .access import AllowIps, Auth, RateLimit, basic_credential, parse_networks
@@ -58,6 +61,7 @@ class CompileContext:
         self.schemas: dict = {}         # validated part -> its JSON Schema
         self.outputs: dict = {}         # step id -> the shape of its output, where it is known
         self.shapes: dict = {}          # expression path -> the shape of its result
+        self.functions = FUNCTIONS   # with the pipeline's tables and body limit once _compile reads them
 
     def get(self, path):
         value = self.doc.data
@@ -76,7 +80,7 @@ class CompileContext:
         whole = text is None
         text = self.get(path) if whole else text
         try:
-            compiled = compile_expression(text)
+            compiled = compile_expression(text, self.functions)
         except ExpressionError as exc:
             hint = error_hint(text, exc.code, exc.offset, function_names())
             self.error(path, exc.code, exc.message + hint, offset=offset + exc.offset)
@@ -318,6 +322,7 @@ def _compile(cc):
     data = cc.get(())
     _duplicate_ids(cc)
     receive = data["receive"]
+    cc.functions = bound_registry(compile_tables(cc), receive.get("max_body_bytes", DEFAULT_MAX_BODY))
     params = _path_params(cc, receive["path"])
     checks = tuple(_check(cc, part) for part in CHECK_ORDER if part in data.get("validate", {}))
     cc.request = request_shape(cc.schemas, params)

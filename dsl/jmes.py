@@ -173,8 +173,8 @@ def _function_problem(node: dict, functions) -> ExpressionError | None:
     prepare = functions[name].prepare
     problem = prepare(tuple(args)) if prepare else None
     if problem:
-        position, message = problem
-        return ExpressionError("bad-argument", message, args[position]["offset"])
+        position, message, *code = problem      # a third item: a code of the function's own
+        return ExpressionError(code[0] if code else "bad-argument", message, args[position]["offset"])
     return None
 
 

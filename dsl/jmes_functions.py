@@ -7,7 +7,9 @@ is checked and compiled against, from the lists of its sources, in one place:
 
 * the standard functions, jmespath's own implementations (``jmespath.functions``),
   so results match ``jmespath.search``;
-* the Community Edition's additions (:mod:`dsl.jmes_community`).
+* the Community Edition's additions (:mod:`dsl.jmes_community`);
+* Hookline's own (:mod:`dsl.functions`: dates, regex, encodings, lookup…), which
+  a pipeline binds to its tables (``dsl.functions.bound_registry``).
 
 To add functions, write ``FUNCTIONS = (Function("name", (Param(("string",)),), impl), ...)``
 in a module and add it to :func:`registry`'s list. Arity is checked once at
@@ -16,7 +18,7 @@ into a small checker, not looked up per call. A function needing a load-time
 check of its arguments (a literal that must be valid) gives ``prepare``: it
 receives the argument AST nodes (dicts with ``type``, ``value``, ``offset``)
 and returns ``(argument position, message)`` — reported as ``bad-argument``
-at that argument — or None.
+at that argument; a third item is another code — or None.
 
 Runtime errors, all catchable as ``jmespath.exceptions.JMESPathError`` (the
 server answers them with ``422 expression-failed``)::
@@ -354,13 +356,14 @@ def bounded(length: int, name: str) -> None:
 # --- the registry (last: dsl.jmes_community imports from this module) -------------
 
 def registry(*extra: tuple[Function, ...]) -> Mapping[str, Function]:
-    """Every function by name: the standard ones, the Community Edition's, then ``extra``.
+    """Every function by name: the standard ones, the Community Edition's, Hookline's, then ``extra``.
 
     A later list replaces an earlier function of the same name.
     """
+    from .functions import bound    # Hookline's own (dsl/functions), here without tables
     from .jmes_community import FUNCTIONS as COMMUNITY
     table: dict[str, Function] = {}
-    for source in (_standard(), COMMUNITY, *extra):
+    for source in (_standard(), COMMUNITY, bound(), *extra):
         table.update((function.name, function) for function in source)
     return MappingProxyType(table)
 

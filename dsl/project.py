@@ -26,14 +26,14 @@ def is_test_file(path) -> bool:
 
 def yaml_files(paths, tests: bool) -> list[Path]:
     """The YAML files under the directories in ``paths`` (recursively, sorted, skipping
-    hidden folders and folders named ``schemas``) that are pipeline tests (``tests``)
-    or pipelines; a file named in ``paths`` is taken as it is."""
+    hidden folders and folders named ``schemas`` or ``tables`` (JSON Schemas, lookup tables))
+    that are pipeline tests (``tests``) or pipelines; a file named in ``paths`` is taken as it is."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
             files += [f for f in sorted(p.rglob("*.y*ml"))
                       if f.suffix in (".yaml", ".yml") and is_test_file(f) == tests
-                      and not any(part.startswith(".") or part == "schemas"
+                      and not any(part.startswith(".") or part in ("schemas", "tables")
                                   for part in f.relative_to(p).parts[:-1])]
         else:
             files.append(p)

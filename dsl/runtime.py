@@ -52,13 +52,15 @@ class Context:
 
 
 def evaluate(expr, ctx: Context, where: str):
-    """Evaluate a compiled expression; a type error becomes a StepFailed (422)."""
+    """Evaluate a compiled expression; a type error becomes a StepFailed (422).
+
+    An error with a ``public`` text (Hookline's functions: it names the
+    function and the argument, never the value) shows it to the client."""
     try:
         return expr.search(ctx.data)
     except (jmespath.exceptions.JMESPathError, RecursionError) as exc:
-        raise StepFailed(422, "Expression failed",
-                         f"{where}: the expression could not be evaluated on this request",
-                         f"{where}: {exc}") from None
+        said = getattr(exc, "public", None) or "the expression could not be evaluated on this request"
+        raise StepFailed(422, "Expression failed", f"{where}: {said}", f"{where}: {exc}") from None
 
 
 def truthy(value) -> bool:

@@ -103,6 +103,11 @@ def _one_of(doc, path, error, root):
     if "route" in path:
         return [doc.diag(path, "bad-branch",
                          "a route branch is either {when: <expr>, steps/respond} or {otherwise: {steps/respond}}")]
+    keys = [next(iter(o["required"])) for o in error.validator_value if list(o) == ["required"]]
+    if len(keys) == len(error.validator_value) and isinstance(error.instance, dict):
+        present = [k for k in keys if k in error.instance]
+        found = f"this has {' and '.join(present)}" if present else "this has none"
+        return [doc.diag(path, "bad-value", f"{_where(path)} takes exactly one of {', '.join(keys)}; {found}")]
     return _generic(doc, path, error, root)
 
 
@@ -118,6 +123,9 @@ def _step_kind(doc, path, error, root):
 
 
 def _pattern(doc, path, error, root):
+    if "propertyNames" in error.schema_path:    # a map's key (a table name): point at the key
+        return [doc.diag(path + (error.instance,), "bad-value", f"{_where(path)}: the name "
+                         f"{error.instance!r} must match {error.validator_value}", key=True)]
     hint = error.schema.get("description", "").split("\n")[0].rstrip(".")
     hint = f" ({hint})" if hint else ""
     return [doc.diag(path, "bad-value",

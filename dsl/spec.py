@@ -19,6 +19,7 @@ PIPELINE_NAME = r"^[a-z0-9][a-z0-9-]*$"
 DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_DEDUPE_TTL = 86_400
 BRANCH_ID = r"^[a-z0-9][a-z0-9_-]*$"
+TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 RETRY_DEFAULTS = {"max_attempts": 12, "initial_s": 1, "max_s": 3600, "max_age_s": 259_200}
 
 
@@ -166,6 +167,20 @@ RETRY = doc(strict({
                      "Give up (dead-letter) once the job is this old, in seconds (default 259200 = 3 days)."),
 }), "Retry schedule of this branch: exponential backoff with full jitter.")
 
+TABLES = doc({"type": "object", "propertyNames": {"pattern": TABLE_NAME}, "additionalProperties": doc(strict({
+    "values": doc({"type": ["object", "array"]},
+                  "The table itself: an object of key → value, or a list of records with `key`."),
+    "file": doc({"type": "string", "pattern": r"\.(json|ya?ml|csv)$"},
+                "A `.json`, `.yaml` or `.csv` file, relative to the pipeline file, read when the pipeline loads."),
+    "key": doc({"type": "string", "minLength": 1},
+               "For a list of records: the field holding the key (a CSV file: default its first column)."),
+    "value": doc({"type": "string", "minLength": 1},
+                 "For a list of records: the field `lookup` returns (default: the whole record; a CSV file "
+                 "with two columns: the second)."),
+}, oneOf=[{"required": ["values"]}, {"required": ["file"]}]), "One table: `values` inline, or a `file`.")},
+    "Lookup tables for `lookup('name', key, default?)`: name → table, loaded once at start-up.",
+    defaultSnippets=[{"label": "tables", "body": {"${1:status_codes}": {"values": {"${2:paid}": "${3:P}"}}}}])
+
 ASYNC = doc({"type": "array", "items": strict({
     "id": doc({"type": "string", "pattern": BRANCH_ID}, "Branch id, unique in the pipeline."),
     "description": doc({"type": "string"}, "What the branch is for."),
@@ -206,6 +221,7 @@ def pipeline_schema() -> dict:
         "steps": {"$ref": "#/definitions/steps"},
         "respond": {"$ref": "#/definitions/respond"},
         "async": ASYNC,
+        "tables": TABLES,
     }, required=["pipeline", "receive"],
         **{"definitions": {
                "steps": doc({"type": "array", "items": {"$ref": "#/definitions/step"}},

@@ -118,9 +118,10 @@ class Template:
             else:
                 try:
                     text = to_text(part.search(data))
-                except JMESPathError:
-                    raise StepFailed(422, "Expression failed", "a {expression} in a call URL or header "
-                                     "could not be evaluated on this request") from None
+                except JMESPathError as exc:
+                    public = getattr(exc, "public", None)
+                    said = f": {public}" if public else " could not be evaluated on this request"
+                    raise StepFailed(422, "Expression failed", f"a {{expression}} in a call URL or header{said}") from None
                 out.append(_segment(text, in_path) if self.url else text)
         return "".join(out)
 

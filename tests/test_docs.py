@@ -28,8 +28,9 @@ What is checked, over ``docs/*.md`` and ``docs/steps/*.md``:
   its ``# → NNN`` comment, else a 2xx (tests/shell_examples.py says how).
 
 Blocks are compiled in a temporary directory holding a copy of
-``docs/examples/schemas``, so ``{$ref: schemas/x.json}`` works as it does
-next to docs/examples/*.yaml. ``${env:NAME}`` gets the fake destination's
+``docs/examples/schemas`` and ``docs/examples/tables``, so
+``{$ref: schemas/x.json}`` and ``file: tables/x.csv`` work as they do next to
+docs/examples/*.yaml. ``${env:NAME}`` gets the fake destination's
 base URL when NAME ends in ``_URL``, else ``test-<name>``; a block expected
 to produce ``missing-env`` gets no environment.
 """
@@ -51,6 +52,7 @@ import requests
 
 import dsl
 from dsl import jmes_functions
+from dsl.functions import bound_registry
 from dsl.jmes import ExpressionError, compile_expression
 from dsl.jmes_compile import compile_tree
 from dsl.jmes_functions import InvalidValueError, NotANumberError
@@ -150,8 +152,14 @@ def env_for(text: str, base_url: str = "http://127.0.0.1:9") -> dict:
             for name in ENV_REF.findall(text)}
 
 
+def copy_example_files(tmp: Path) -> None:
+    """What pipelines on the pages refer to: schemas/ and tables/ of docs/examples."""
+    for folder in ("schemas", "tables"):
+        shutil.copytree(EXAMPLES / folder, tmp / folder, dirs_exist_ok=True)
+
+
 def compile_block(block: Block, tmp: Path):
-    shutil.copytree(EXAMPLES / "schemas", tmp / "schemas", dirs_exist_ok=True)
+    copy_example_files(tmp)
     file = tmp / "pipeline.yaml"
     file.write_text(block.text)
     env = {} if "missing-env" in block.expect else env_for(block.text)
@@ -205,7 +213,7 @@ def test_example_files_are_shown_verbatim_in_the_docs():
 # --- every code is documented ----------------------------------------------------------
 
 _CODE = re.compile(r"^[a-z]+(?:-[a-z]+)*$")
-_CODE_ARG = {"Diagnostic": 3, "diag": 1, "error": 1, "ExpressionError": 0, "note": 0}
+_CODE_ARG = {"Diagnostic": 3, "diag": 1, "error": 1, "ExpressionError": 0, "note": 0, "ArgError": 2}
 _PRINTED_CODE = re.compile(r":\d+:\d+: ([a-z]+(?:-[a-z]+)*): ")
 
 
@@ -214,8 +222,9 @@ def _str(node) -> str | None:
 
 
 def diagnostic_codes_in_source() -> set[str]:
-    """Codes given to Diagnostic/diag/error/ExpressionError, returned as
-    ``(code, message)`` pairs, or printed as ``file:1:1: code: ...``."""
+    """Codes given to Diagnostic/diag/error/ExpressionError/ArgError, the default of a
+    parameter named ``code``, returned as ``(code, message)`` pairs, or printed as
+    ``file:1:1: code: ...``."""
     codes = set()
     for file in [*sorted((ROOT / "dsl").rglob("*.py")), ROOT / "engine" / "cli.py"]:
         for node in ast.walk(ast.parse(file.read_text())):
@@ -225,6 +234,9 @@ def diagnostic_codes_in_source() -> set[str]:
                 pos = _CODE_ARG.get(name)
                 if pos is not None and len(node.args) > pos and _str(node.args[pos]):
                     codes.add(_str(node.args[pos]))
+            elif isinstance(node, ast.arguments):
+                named = zip(reversed(node.args), reversed(node.defaults))
+                codes.update(_str(d) for a, d in named if a.arg == "code" and _str(d))
             elif isinstance(node, ast.Tuple) and len(node.elts) == 2 and _str(node.elts[0]) \
                     and "-" in _str(node.elts[0]) and isinstance(node.elts[1], (ast.JoinedStr, ast.Name)):
                 codes.add(_str(node.elts[0]))
@@ -450,7 +462,7 @@ def docs_server(tmp_path_factory):
     pages = {req.page for req, _ in EXCHANGES}
     served = [b for b in PIPELINES if b.page in pages and b.marker != "expect"]
     tmp = tmp_path_factory.mktemp("docs-pipelines")
-    shutil.copytree(EXAMPLES / "schemas", tmp / "schemas")
+    copy_example_files(tmp)
     env, durable = {}, False
     for i, block in enumerate(served):
         file = tmp / f"{i:02d}-{Path(block.page).stem}.yaml"
@@ -590,6 +602,9 @@ EXAMPLE_SOURCES = {
     "substitution-not-allowed": _HEAD + "respond:\n  headers:\n    X-Env: \"'${env:STAGE}'\"\n",
     "literal-secret": _HEAD + "  verify:\n    preset: github\n    secrets: [\"s3cret\"]\n",
     "bad-verify": _HEAD + "  verify:\n    preset: standard-webhooks\n    secrets: [\"${env:ERP_URL}\"]\n",
+    "literal-required": _STEP + "\"regex_match(request.body.ref, request.body.pattern)\"\n",
+    "unknown-table": _STEP + "\"lookup('erp_status', request.body.status)\"\n",
+    "bad-table": _HEAD + "tables:\n  erp_status:\n    values: [{status: paid, erp: P}, {status: refunded, erp: R}]\n",
 }
 
 
@@ -713,13 +728,26 @@ def test_every_function_has_a_row():
     assert sorted(FUNCTION_ROWS) == sorted(jmes_functions.FUNCTIONS)
 
 
+# The row of lookup() reads this table; now() and uuid() give a new value each time,
+# so their rows are checked for the form of the value shown.
+DOC_FUNCTIONS = bound_registry({"erp_status": {"paid": "P", "refunded": "R"}}, 1_048_576)
+NEW_EACH_TIME = {"now": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6})?Z",
+                 "uuid": r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"}
+
+
+def same(name: str, got, shown: str) -> bool:
+    if name in NEW_EACH_TIME:
+        return all(re.fullmatch(NEW_EACH_TIME[name], text) for text in (got, json.loads(shown)))
+    return got == json.loads(shown)
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTION_ROWS))
 def test_function_row(name):
     _, signature, example, result, null, wrong = FUNCTION_ROWS[name]
     assert _code(signature).startswith(f"{name}(")
     tree = parse(_code(example))
     assert tree["type"] == "function_expression" and tree["value"] == name
-    assert compile_expression(_code(example)).search({}) == json.loads(_code(result))
+    assert same(name, compile_expression(_code(example), DOC_FUNCTIONS).search({}), _code(result))
     # "null": what it gives with every argument that is not an &expr null.
     tree["children"] = [c if c["type"] == "expref" else {"type": "literal", "children": [], "value": None,
                                                            "offset": c["offset"]} for c in tree["children"]]
@@ -727,11 +755,11 @@ def test_function_row(name):
         with pytest.raises(JMESPathTypeError):
             compile_tree(tree)({}, ({},))
     else:
-        assert compile_tree(tree)({}, ({},)) == json.loads(_code(null))
+        assert same(name, compile_tree(tree)({}, ({},)), _code(null))
     if wrong != "—":
         assert _code(wrong).startswith(f"{name}(")
         with pytest.raises(JMESPathTypeError) as caught:
-            compile_expression(_code(wrong)).search({})
+            compile_expression(_code(wrong), DOC_FUNCTIONS).search({})
         assert name in str(caught.value)
 
 
