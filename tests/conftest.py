@@ -155,7 +155,7 @@ def start_hookline(paths, env=None, workers=1, extra=(), tail=True) -> Proc:
     return proc
 
 
-def serving(paths):
+def serving(paths, env=None):
     """A module fixture's body: ``hookline serve PATHS`` with a ``session`` (keep-alive
     ``requests.Session``) and its output drained; stopped afterwards.
 
@@ -163,7 +163,7 @@ def serving(paths):
         def server():
             yield from serving([PIPELINES])
     """
-    proc = start_hookline(paths, tail=True)
+    proc = start_hookline(paths, env=env, tail=True)
     proc.session = requests.Session()
     try:
         yield proc
