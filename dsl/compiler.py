@@ -28,7 +28,6 @@ from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
 from .schemas import coercions, is_file_ref, load_schema_and_source
-from .jmes_parser import SyntaxProblem, parse as parse_expression
 from .salvage import salvage
 from .schema_check import CALL_OUTPUT, ROUTE_OUTPUT, UNKNOWN, infer, request_shape, steps_shape
 from .shape import check_shape, refused_paths
@@ -86,7 +85,7 @@ class CompileContext:
             self.error(path, exc.code, exc.message + hint, offset=offset + exc.offset)
             return None
         explained = self._slips(path, text, offset, whole)
-        self._against_schemas(path, text, offset, whole, explained)
+        self._against_schemas(path, compiled, offset, whole, explained)
         for step_id, at in compiled.step_refs():
             self._check_ref(path, step_id, offset + at)
         for word, at in bare_literals(text):
@@ -109,11 +108,11 @@ class CompileContext:
             explained.update(range(len(text) + 1))
         return explained
 
-    def _against_schemas(self, path, text, offset, whole, explained=frozenset()):
+    def _against_schemas(self, path, compiled, offset, whole, explained=frozenset()):
         """Warnings where the validate schemas (or known step outputs) say a path reads nothing."""
         try:
-            shape, findings = infer(parse_expression(text), self.request, steps_shape(self.outputs))
-        except (SyntaxProblem, RecursionError):    # compiled, so the CE parser disagrees: no checks
+            shape, findings = infer(compiled.tree, self.request, steps_shape(self.outputs))
+        except RecursionError:      # a tree the compiler took but too deep to follow here: no checks
             return
         for f in findings:
             if f.offset not in explained:

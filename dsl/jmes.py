@@ -75,6 +75,9 @@ class Expression:
     _step_refs: tuple[tuple[str, int], ...] = field(default=(), repr=False)
     reads: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
     """Root paths the value depends on (``dsl.reads``); None: the whole context."""
+    tree: dict | None = field(default=None, repr=False, compare=False)
+    """The parsed tree, for the load-time checks that read it (``dsl.schema_check``); never
+    used per request."""
 
     def step_refs(self) -> tuple[tuple[str, int], ...]:
         """Each ``steps.<id>`` read from the root context: ``(id, offset of id)``.
@@ -99,7 +102,7 @@ def compile_expression(text: str, functions: Mapping[str, Function] = FUNCTIONS)
             raise problems[0]
         compiled = compile_tree(tree, functions)
         return Expression(text, lambda value: compiled(value, (value,)), _step_refs(tree),
-                          expression_reads(tree))
+                          expression_reads(tree), tree)
     except RecursionError:
         raise ExpressionError("bad-expression", "expression is nested too deeply", 0) from None
 
