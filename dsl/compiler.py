@@ -24,18 +24,18 @@ from .hints import dashed_names, did_you_mean, error_hint, quoted_text
 from .kinds import csv_problem
 from .functions import bound_registry
 from .jmes_functions import FUNCTIONS
-from .graph import AsyncBranch, Check, Cors, Dedupe, Pipeline, Respond, Retry
+from .graph import AsyncBranch, Check, Cors, Dedupe, History, Pipeline, Respond, Retry
 from .loader import load_yaml
 from .reads import Selection, branch_needs, reads_of
 from .schemas import coercions, is_file_ref, load_schema_and_source
 from .salvage import salvage
 from .schema_check import CALL_OUTPUT, ROUTE_OUTPUT, UNKNOWN, infer, request_shape, steps_shape
 from .shape import check_shape, refused_paths
-from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, RETRY_DEFAULTS
+from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, HISTORY_DEFAULTS, RETRY_DEFAULTS
 from .steps import BY_KEY
 from .tables import compile_tables
 from .templates import Template, parse
-from .verify import VerifyConfigError, make_verifier
+from .verify import VerifyConfigError, make_verifier, signature_headers
 from .access import AllowIps, Auth, RateLimit, basic_credential, parse_networks
 
 CHECK_ORDER = ("params", "query", "headers", "body")
@@ -56,6 +56,7 @@ class CompileContext:
         self.available: set[str] = set()
         self.templated: set[tuple] = set()
         self.reads: set[Path] = set()   # files the pipeline reads besides its own (its version hashes them)
+        self.secrets: set[str] = set()  # ${env:}/${file:} values substituted: masked in the run history
         self.request = UNKNOWN          # dsl.schema_check: the request's shape, once validate is read
         self.schemas: dict = {}         # validated part -> its JSON Schema
         self.outputs: dict = {}         # step id -> the shape of its output, where it is known
@@ -170,14 +171,17 @@ class CompileContext:
                 self.error(path, "missing-env", f"environment variable {part.text} is not set",
                            offset=at, severity=severity)
                 return None if self.require_env else f"http://{part.text.lower()}.invalid/"
+            self.secrets.add(value)
             return value
         file = self.base_dir / part.text
         self.reads.add(file)
         try:
-            return file.read_text().rstrip("\n")
+            value = file.read_text().rstrip("\n")
         except (OSError, UnicodeDecodeError) as exc:
             self.error(path, "missing-file", f"cannot read {part.text}: {exc.strerror or 'not text'}", offset=at)
             return None
+        self.secrets.add(value)
+        return value
 
     def _check_url(self, path, template, expr_at):
         """Scheme, host and port must be literal: request data may only fill
@@ -347,7 +351,54 @@ def _compile(cc):
         allow_ips=_allow_ips(cc, receive["allow_ips"]) if "allow_ips" in receive else None,
         rate_limit=_rate_limit(cc, receive["rate_limit"]) if "rate_limit" in receive else None)
     _stray_substitutions(cc, cc.doc.data, ())
-    return pipeline
+    return dataclasses.replace(pipeline, history=_history(cc, receive.get("history", True), pipeline))
+
+
+_ALWAYS_REDACTED = frozenset({"authorization", "cookie", "proxy-authorization"}) | signature_headers()
+MIN_SECRET = 8      # shorter ${env:} values (ports, flags) are not masked in the run history
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _history(cc, spec, pipeline) -> History | None:
+    """``receive.history``: true (or absent) records with the defaults, false not at all."""
+    if spec is False:
+        return None
+    spec = {**HISTORY_DEFAULTS, **(spec if isinstance(spec, dict) else {})}
+    redact = set(_ALWAYS_REDACTED) | {h.lower() for h in spec.get("redact_headers", ())}
+    if pipeline.verifier is not None:
+        redact.add(pipeline.verifier.header.lower())
+    if pipeline.auth is not None and pipeline.auth.scheme == "header":
+        redact.add(pipeline.auth.name.lower())
+    secrets = tuple(sorted({part for s in cc.secrets for part in _secret_parts(s) if len(part) >= MIN_SECRET},
+                           key=len, reverse=True))
+    return History(spec["keep"], duration_s(spec["max_age"]), spec["body_bytes"], frozenset(redact), secrets)
+
+
+def _secret_parts(value: str) -> tuple:
+    """What of a substituted value the run history masks: all of it, except for a URL's
+    scheme, host and port (a base URL from ``${env:ERP_URL}`` stays readable; user
+    information and a path, as in a Slack webhook URL, are masked).
+
+    >>> _secret_parts("https://u:pw@hooks.example/services/T0/B0/xyz")
+    ('u:pw', '/services/T0/B0/xyz')
+    >>> _secret_parts("http://127.0.0.1:9000"), _secret_parts("s3cr3t-token")
+    ((), ('s3cr3t-token',))
+    """
+    m = re.match(r"^https?://(?:([^/?#@]*)@)?[^/?#]*(.*)$", value, re.DOTALL)
+    if m is None:
+        return (value,)
+    return tuple(part for part in m.groups() if part)
+
+
+def duration_s(value) -> int:
+    """Seconds from ``7d``, ``12h``, ``30m``, ``90s`` or a plain number of seconds.
+
+    >>> duration_s("7d"), duration_s(90)
+    (604800, 90)
+    """
+    if isinstance(value, int):
+        return value
+    return int(value[:-1]) * _UNITS[value[-1]]
 
 
 def _secret(cc, path) -> str:

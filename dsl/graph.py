@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .runtime import evaluate
@@ -147,6 +147,20 @@ class Dedupe:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """``receive.history``: how this pipeline's runs are recorded (engine/history.py).
+    ``redact``: lower-case request header names whose values are never recorded;
+    ``secrets``: the ``${env:}``/``${file:}`` values the pipeline was compiled with, masked
+    wherever they would appear in a record."""
+
+    keep: int
+    max_age_s: int
+    body_bytes: int
+    redact: frozenset
+    secrets: tuple = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Cors:
     """Cross-origin access for browsers; headers prepared at load time."""
 
@@ -191,6 +205,7 @@ class Pipeline:
     persist: object = None       # dsl.reads.Selection: what of the context a branch job keeps
     version: str = ""            # dsl.compiler.version_of: its text and every file it reads, hashed
     reads: tuple = ()            # the files besides its own it reads (schemas, ${file:} secrets)
+    history: History | None = None   # receive.history; None: runs are not recorded
 
     @property
     def durable(self) -> bool:

@@ -42,13 +42,15 @@ class Context:
     """Per-request (or per-job) state: the expression document and the response, once chosen.
 
     ``job`` is set when an async branch runs from a persisted job: calls then
-    carry ``Idempotency-Key: <job>.<step>`` and failures raise DeliveryFailed."""
+    carry ``Idempotency-Key: <job>.<step>`` and failures raise DeliveryFailed.
+    ``trace`` is a list while the run history records this request: each step that ran
+    and each outbound call add an entry (engine/history.py)."""
 
-    __slots__ = ("data", "steps", "http", "response", "run_id", "job")
+    __slots__ = ("data", "steps", "http", "response", "run_id", "job", "trace")
 
     def __init__(self, data: dict, http=None, run_id: str = "", job: str = ""):
         self.data, self.steps, self.http, self.run_id, self.job = data, data["steps"], http, run_id, job
-        self.response = None
+        self.response = self.trace = None
 
 
 def evaluate(expr, ctx: Context, where: str):

@@ -20,6 +20,8 @@ DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_DEDUPE_TTL = 86_400
 BRANCH_ID = r"^[a-z0-9][a-z0-9_-]*$"
 TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+HISTORY_DEFAULTS = {"keep": 1000, "max_age": "7d", "body_bytes": 8192}
+DURATION = r"^[1-9][0-9]{0,8}[smhd]$"
 RETRY_DEFAULTS = {"max_attempts": 12, "initial_s": 1, "max_s": 3600, "max_age_s": 259_200}
 
 
@@ -139,7 +141,25 @@ RECEIVE = doc(strict({
         "ttl_s": doc({"type": "integer", "minimum": 1, "default": DEFAULT_DEDUPE_TTL},
                      "How long a delivery id is remembered, in seconds (default 86400)."),
     }, required=["key"]), "Answer a repeated delivery with the first delivery's response and run nothing twice."),
+    "history": {"$ref": "#/definitions/history"},
 }, required=["path"]), "Where and how the pipeline receives requests.")
+
+HISTORY = doc({"type": ["boolean", "object"], "additionalProperties": False, "properties": {
+    "keep": doc({"type": "integer", "minimum": 1, "default": HISTORY_DEFAULTS["keep"]},
+                "Runs kept for this pipeline, newest first (default 1000); older ones are deleted."),
+    "max_age": doc({"type": ["integer", "string"], "minimum": 1, "pattern": DURATION,
+                    "default": HISTORY_DEFAULTS["max_age"]},
+                   "How long a run is kept: seconds, or a number with s, m, h or d (default `7d`)."),
+    "body_bytes": doc({"type": "integer", "minimum": 0, "default": HISTORY_DEFAULTS["body_bytes"]},
+                      "Bytes kept of the request body, of the response body and of each step's output "
+                      "(default 8192); the rest is cut."),
+    "redact_headers": doc({"type": "array", "uniqueItems": True,
+                           "items": {"type": "string", "pattern": r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"}},
+                          "More request headers whose values are never recorded (Authorization, Cookie, "
+                          "Proxy-Authorization, every signature header and the API key header never are)."),
+}}, "Run history (`hookline runs`, the admin endpoints): each request with its steps, calls, response "
+    "and deliveries, recorded in the store. On by default; `false` records nothing.",
+    examples=[False, {"keep": 1000, "max_age": "7d", "body_bytes": 8192, "redact_headers": ["x-api-key"]}])
 
 SCHEMA_SOURCE = doc({"type": ["object", "boolean"]},
                     "A JSON Schema, inline, or `{$ref: path/to/schema.json}` relative to this file.",
@@ -229,6 +249,7 @@ def pipeline_schema() -> dict:
                "step": step_schema(KINDS),
                "respond": RESPOND,
                "verify": verify_schema(),
+               "history": HISTORY,
            },
            "defaultSnippets": [{"label": "pipeline", "body": {
                "pipeline": "${1:name}", "receive": {"path": "/hooks/${2:name}"},

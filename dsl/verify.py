@@ -40,7 +40,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-__all__ = ["make_verifier", "Verifier", "VerifyError", "VerifyConfigError", "PRESETS", "REASONS", "schema"]
+__all__ = ["make_verifier", "Verifier", "VerifyError", "VerifyConfigError", "PRESETS", "REASONS", "schema",
+           "signature_headers"]
 
 MISSING_HEADER, BAD_FORMAT = "missing-header", "bad-format"
 STALE_TIMESTAMP, NO_MATCH = "stale-timestamp", "no-match"
@@ -403,6 +404,16 @@ PRESETS = MappingProxyType({
     "hmac": _Preset(_hmac, "", "sha256", ("header", "algorithm", "encoding", "prefix", "signed", "separator",
                                           "timestamp_header", "id_header", "tolerance_s"), _none),
 })
+
+def signature_headers() -> frozenset:
+    """Every preset's signature header, lower-case (Standard Webhooks' svix- spelling too): the
+    run history never records their values, whichever preset a pipeline uses.
+
+        >>> sorted(signature_headers())[:2]
+        ['stripe-signature', 'svix-signature']
+    """
+    return frozenset({p.header.lower() for p in PRESETS.values() if p.header} | {"svix-signature"})
+
 
 _DEFAULTS = MappingProxyType({"algorithm": "sha256", "encoding": "hex", "prefix": "", "signed": ("body",),
                               "separator": ".", "timestamp_header": None, "id_header": None,

@@ -12,6 +12,7 @@ import re
 
 from dsl import strict_json
 
+from . import history
 from .queue import STATES
 
 
@@ -81,6 +82,18 @@ async def purge(store):
     return True, {"purged": await store.purge_dead()}
 
 
+async def list_runs(store, pipeline=None, limit=50, q=None):
+    """The newest runs' summaries (engine/history.py)."""
+    return True, await history.list_runs(store, pipeline, limit, q)
+
+
+async def show_run(store, run_id: str):
+    record = await history.get_run(store, run_id)
+    if record is None:
+        return False, f"{run_id}: no such run (not recorded, or older than the pipeline's history keeps)"
+    return True, record
+
+
 def line(job: dict) -> str:
     """One greppable line per job for the CLI."""
     error = job["last_error"].replace("\n", " ")[:120]
@@ -92,6 +105,7 @@ def line(job: dict) -> str:
 
 _DELIVERY = re.compile(r"^/(?:deliveries|dlq)/([A-Za-z0-9_-]{1,64})$")
 _REPLAY = re.compile(r"^/dlq/([A-Za-z0-9_-]{1,64})/replay$")
+_RUN = re.compile(r"^/runs/([A-Za-z0-9_-]{1,64})$")
 MAX_LIMIT = 1000
 
 
@@ -128,6 +142,8 @@ def _route(method, path):
         return lambda store, q: list_jobs(store, _state(q), _limit(q))
     if method == "GET" and path == "/dlq":
         return lambda store, q: list_jobs(store, "dead", _limit(q))
+    if method == "GET" and path == "/runs":
+        return lambda store, q: list_runs(store, _text(q, "pipeline"), _limit(q, "50"), _text(q, "q"))
     if method == "POST" and path == "/dlq/replay":
         return lambda store, q: replay_all(store)
     if method == "DELETE" and path == "/dlq":
@@ -139,15 +155,26 @@ def _route(method, path):
     m = _REPLAY.match(path)
     if method == "POST" and m:
         return lambda store, q: replay(store, m.group(1))
+    m = _RUN.match(path)
+    if method == "GET" and m:
+        return lambda store, q: show_run(store, m.group(1))
     return None
 
 
-def _limit(query) -> int:
-    value = query.get("limit", "100")
+def _limit(query, default="100") -> int:
+    value = query.get("limit", default)
     if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9
             and 1 <= int(value) <= MAX_LIMIT):
         raise _BadQuery(f"limit must be one whole number from 1 to {MAX_LIMIT}")
     return int(value)
+
+
+def _text(query, name):
+    """A text parameter given once, or None when absent or empty."""
+    value = query.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _BadQuery(f"give {name} once")
+    return value or None
 
 
 def _state(query):

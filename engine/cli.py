@@ -171,6 +171,16 @@ def _ops_parsers(sub):
     p.set_defaults(func=_ops, op="replay")
     p = qsub.add_parser("purge", parents=[store], help="delete every dead job")
     p.set_defaults(func=_ops, op="purge")
+    runs = sub.add_parser("runs", help="the run history: list runs, show one with its steps and deliveries")
+    rsub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = rsub.add_parser("list", parents=[store], help="list runs (newest first), one line each")
+    p.add_argument("--pipeline", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("-q", "--query", default=None, help="a run id, a delivery id or a header value")
+    p.set_defaults(func=_ops, op="runs")
+    p = rsub.add_parser("show", parents=[store], help="show a run as JSON, with its jobs and attempts")
+    p.add_argument("id")
+    p.set_defaults(func=_ops, op="run")
 
 
 def _ops(args) -> int:
@@ -192,6 +202,10 @@ def _ops(args) -> int:
                 return await admin.show_dead(store, args.id)
             if args.op == "purge":
                 return await admin.purge(store)
+            if args.op == "runs":
+                return await admin.list_runs(store, args.pipeline, args.limit, args.query)
+            if args.op == "run":
+                return await admin.show_run(store, args.id)
             if args.all:
                 return await admin.replay_all(store)
             return await admin.replay(store, args.id)
@@ -201,6 +215,9 @@ def _ops(args) -> int:
     command = f"hookline {args.command} {args.action}"
     if args.op == "replay" and not (args.all or args.id):
         print(f"{command}: give a job id or --all", file=sys.stderr)
+        return 2
+    if args.op == "runs" and args.limit < 1:
+        print(f"{command}: --limit must be 1 or more", file=sys.stderr)
         return 2
     store, problem = _existing_store(args.store)
     if problem is None:
@@ -218,6 +235,11 @@ def _ops(args) -> int:
         for job in value:
             print(admin.line(job))
         print(f"{len(value)} job(s)", file=sys.stderr)
+    elif args.op == "runs":
+        from .history import line
+        for run in value:
+            print(line(run))
+        print(f"{len(value)} run(s)", file=sys.stderr)
     else:
         print(json.dumps(value, indent=2, ensure_ascii=False))
     return 0

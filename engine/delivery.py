@@ -21,6 +21,7 @@ from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
 from . import tracing
 from .durable import KEPT, Outage
+from .history import Watched
 from .logs import fields, iso_time
 from .metrics import OFF
 from .queue import StoreUnavailable
@@ -96,8 +97,10 @@ class Deliverer:
 
     def __init__(self, store, pipelines, outbound, *, concurrency=64, visibility_s=60.0,
                  poll_s=0.5, rng=random.uniform, outage=None, metrics=OFF,
-                 clock=time.time):
+                 clock=time.time, history=None):
         self.store, self.outbound, self.metrics, self.clock = store, outbound, metrics, clock
+        self.history = history           # engine.history.Recorder: each attempt recorded, or None
+        self._calls: dict = {}           # job id -> the calls of its running attempt (history only)
         self.swap(pipelines)
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.outage = outage or Outage(log, metrics)
@@ -112,6 +115,7 @@ class Deliverer:
         keep the branch they started with."""
         self.branches = {(p.name, b.id): b for p in tracing.instrument(self.metrics.instrument(pipelines))
                          for b in p.branches}
+        self.recorded = {p.name: p.history for p in pipelines if p.history is not None}
 
     async def run(self) -> None:
         while not self._stopping:
@@ -159,18 +163,18 @@ class Deliverer:
     async def _attempt(self, job) -> None:
         branch = self.branches.get((job.pipeline, job.branch))
         if branch is None:
-            await self.store.dead(job, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more")
+            await self._dead_now(job, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more")
             return
         try:
             data = strict_json.loads(job.payload, "the stored job", strict_json.MAX_STORED_DEPTH)
         except strict_json.JSONRefused as exc:
-            await self.store.dead(job, f"the stored job cannot be read: {exc.detail}")
+            await self._dead_now(job, f"the stored job cannot be read: {exc.detail}")
             return
         gap = missing(branch.needs, data.pop(KEPT)) if KEPT in data else None
         if gap is not None:
-            await self.store.dead(job, _not_kept(job, gap))
+            await self._dead_now(job, _not_kept(job, gap))
             return
-        ctx = Context(data, http=self.outbound, job=job.id)
+        ctx = Context(data, http=self._watched(job), job=job.id)
         traceparent = data.pop(tracing.KEY, None)      # the request's trace (engine/tracing.py)
         began = time.perf_counter()
         try:
@@ -187,6 +191,7 @@ class Deliverer:
             await self._failed(job, branch, True, f"unexpected failure ({type(exc).__name__})", began)
             return
         self.metrics.delivered(job.pipeline, job.branch, "done", time.perf_counter() - began)
+        self._record(job, "done", time.perf_counter() - began, None)
         await self.store.complete(job)
 
     async def _failed(self, job, branch, retryable, detail, began, retry_after=None):
@@ -199,6 +204,7 @@ class Deliverer:
         if not retryable or branch.retry.gives_up(attempt, age):
             why = f"{branch.retry.why_dead(attempt, age)}: {detail}" if retryable else detail
             self.metrics.delivered(job.pipeline, job.branch, "dead", time.perf_counter() - began)
+            self._record(job, "dead", time.perf_counter() - began, why)
             log.warning("job %s dead after %d attempt(s): %s", job.id, attempt, why,
                         extra=fields(**facts, outcome="dead", reason=why))
             await self.store.dead(job, why)
@@ -208,9 +214,29 @@ class Deliverer:
             delay = max(delay, min(retry_after, branch.retry.max_s))
         due = self.clock() + delay
         self.metrics.delivered(job.pipeline, job.branch, "retry", time.perf_counter() - began)
+        self._record(job, "retry", time.perf_counter() - began, detail)
         log.warning("job %s attempt %d failed: %s; next try at %s (in %.1f s)", job.id, attempt, detail,
                     iso_time(due), delay, extra=fields(**facts, outcome="retry", next_try_at=iso_time(due)))
         await self.store.retry(job, due, detail)
+
+    async def _dead_now(self, job, reason: str) -> None:
+        """Dead-letter a job that cannot run at all (recorded as an attempt without a call)."""
+        self._record(job, "dead", 0.0, reason)
+        await self.store.dead(job, reason)
+
+    def _watched(self, job):
+        """The outbound client of one attempt: its calls kept for the run history."""
+        if self.history is None or job.pipeline not in self.recorded:
+            return self.outbound
+        calls = self._calls[job.id] = []
+        return Watched(self.outbound, calls, "")
+
+    def _record(self, job, outcome: str, seconds: float, error) -> None:
+        """The attempt in the run history, with the status of its last call (None: no answer)."""
+        history = self.recorded.get(job.pipeline)
+        if self.history is not None and history is not None:
+            calls = self._calls.pop(job.id, None)
+            self.history.attempt(job, history, outcome, calls[-1][4] if calls else None, seconds, error)
 
     async def stop(self, timeout: float) -> None:
         """Stop leasing, let running attempts finish (bounded), release leases."""

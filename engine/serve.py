@@ -134,7 +134,28 @@ def delivers_apart(pipelines, store_url: str, delivery_workers: int) -> bool:
 
 def _needs_store(pipelines, store_url, admin) -> bool:
     shared_limits = store_url.startswith("redis") and any(p.rate_limit for p in pipelines)
-    return any(p.durable for p in pipelines) or admin is not None or shared_limits
+    return any(p.durable for p in pipelines) or admin is not None or shared_limits or _recorded(pipelines)
+
+
+def _recorded(pipelines) -> bool:
+    """Whether any pipeline keeps a run history (``receive.history``, on by default)."""
+    return any(p.history is not None for p in pipelines)
+
+
+def _recorder(store, pipelines, outage):
+    """The run history's recorder and its flushing task, or ``(None, None)``."""
+    if store is None or not _recorded(pipelines):
+        return None, None
+    from .history import Recorder
+    recorder = Recorder(store, outage=outage)
+    return recorder, asyncio.get_running_loop().create_task(recorder.run())
+
+
+async def _stop_recording(task) -> None:
+    """Cancel the flusher; it writes what is left first."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max_backlog, visibility_s,
@@ -162,7 +183,10 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
             nudge = deliverer.wake.set
         else:
             nudge = Nudge(wake_fds)
-    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage, counters, access)
+    recorder, recording = _recorder(store, pipelines, outage)
+    if deliverer is not None:
+        deliverer.history = recorder
+    app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage, counters, access, recorder)
     app.state.reloader = _on_sighup(reloader, app.swap, deliverer.swap if deliverer is not None else None)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
@@ -183,6 +207,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     if deliverer is not None:
         await deliverer.stop(shutdown_timeout)
         await delivering
+    await _stop_recording(recording)
     for task in background:
         task.cancel()
     if store is not None:
@@ -212,7 +237,9 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     store, opening = await _open_store(store_url, outage, "nothing is delivered", for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
-    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage, metrics=counters)
+    recorder, recording = _recorder(store, pipelines, outage)
+    deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage, metrics=counters,
+                          history=recorder)
     watch_wake(wake_fd, deliverer.wake)
     _on_sighup(reloader, deliverer.swap)
     gc.collect()
@@ -222,6 +249,7 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     await _stopped()
     await deliverer.stop(shutdown_timeout)
     await delivering
+    await _stop_recording(recording)
     if flushing is not None:
         flushing.cancel()
     counters.flush()

@@ -38,7 +38,7 @@ from .outbound import Outbound
 from .queue import StoreUnavailable
 from .problems import CONTENT_TYPE, problem
 from .router import Router, shape
-from . import tracing
+from . import history as run_history, tracing
 
 log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # after a refusal, read and drop up to this much of the body, then close
@@ -53,8 +53,9 @@ class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
     def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=(),
-                 outage=None, metrics=OFF, access=None):
+                 outage=None, metrics=OFF, access=None, history=None):
         self.metrics = metrics      # engine.metrics.Metrics, or OFF
+        self.history = history      # engine.history.Recorder, or None: no run is recorded
         self.access = access        # engine.logs.AccessLog, or None: no access lines
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
         self.state = State(0, store, metrics)   # health and /metrics
@@ -78,6 +79,8 @@ class App(httputil.HTTPServerConnectionDelegate):
         pipelines = tuple(pipelines)
         self.openapi = openapi_document(pipelines) if self.admin is not None else None
         pipelines = tracing.instrument(self.metrics.instrument(pipelines))   # steps timed (and traced)
+        if self.history is not None:
+            pipelines = tuple(run_history.instrument(pipelines))             # ... and recorded
         by_path: dict = {}
         for p in pipelines:
             by_path.setdefault(shape(p.path), {}).update({m: p for m in p.methods})
@@ -104,6 +107,8 @@ class App(httputil.HTTPServerConnectionDelegate):
         name = pipeline.name if pipeline is not None else ADMIN if exchange.admin_path is not None else UNROUTED
         method = exchange.start.method
         self.metrics.request(name, method, status, seconds)
+        if pipeline is not None and pipeline.history is not None and self.history is not None:
+            self.history.add(exchange, status, seconds)
         trace = tracing.served(exchange.span, status) if exchange.span is not None else ""
         if self.access is not None:
             self.access.request(name, method, exchange.start.path.partition("?")[0][:MAX_LOGGED_PATH], status,
@@ -143,12 +148,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
                  "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored", "span",
-                 "discarded", "spare")
+                 "discarded", "spare", "ctx", "answer", "error")
 
     def __init__(self, app: App, conn):
         self.app, self.conn = app, conn
         self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = self.lower = None
         self.discarded = self.spare = None
+        self.ctx = self.answer = self.error = None     # for the run history: see engine/history.py
         self.chunks, self.size, self.raw = [], 0, b""
         self.began, self.run_id, self.delivery = time.perf_counter(), new_run_id(), ""
         self.stored = False         # True once a durable commit stored this request
@@ -303,6 +309,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         close = expect or (length is not None and length - self.size > MAX_DISCARD)
         if close:
             headers.append(("Connection", "close"))
+        self.answer = (status, body, CONTENT_TYPE if body else None, headers)
         try:
             written = self._write(status, body, CONTENT_TYPE if body else None, headers)
         except Exception as exc:
@@ -482,7 +489,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
         }
         if self.pipeline.checks and not self._validate(request):
             return None
-        return Context({"request": request, "steps": {}})
+        ctx = self.ctx = Context({"request": request, "steps": {}})
+        if self.pipeline.history is not None and self.app.history is not None:
+            ctx.trace = []
+        return ctx
 
     def _read_raw(self) -> bool:
         """The whole (decoded) body into ``self.raw``; False when decoding failed."""
@@ -542,6 +552,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self._served(self._unsent(exc))
             return
         run_id = self.run_id
+        self.error = exc.detail if isinstance(exc, StepFailed) else f"unexpected failure ({type(exc).__name__})"
         if isinstance(exc, StepFailed):
             log.warning("run %s pipeline %s: %s", run_id, self.pipeline.name, exc.log)
             self.send(*problem(exc.status, _slug(exc.status), exc.title, exc.detail, run_id=run_id), CONTENT_TYPE)
@@ -555,6 +566,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def send(self, status, body: bytes, content_type, headers=()):
         """Write the answer and end the exchange; should writing fail (a bug), an answer all
         the same (``_unsent``)."""
+        self.answer = (status, body, content_type, headers)
         if self.conn is not None or self.spare is not None:
             try:
                 self._write(status, body, content_type, headers)

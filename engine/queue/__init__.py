@@ -166,6 +166,24 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Return when the store answers (readiness); raise StoreUnavailable when not."""
 
+    # The run history (engine/history.py, engine/queue/runs.py): records are opaque JSON bytes.
+
+    async def record_runs(self, batch) -> None:
+        """Write one ``runs.RunBatch``: runs, attempts, minute aggregates (added to what is
+        stored), then apply its bounds (runs per pipeline, age)."""
+
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
+        """Run records newest first (``limit`` of them); with ``q``: every run whose id or
+        delivery id is ``q`` or whose headers text holds ``q`` as a JSON string."""
+
+    async def run(self, run_id: str) -> bytes | None: ...
+
+    async def run_attempts(self, delivery: str) -> list[bytes]:
+        """The delivery attempts of one delivery's jobs, oldest first."""
+
+    async def run_minutes(self, since_minute: int) -> list[tuple]:
+        """``(pipeline, minute, counts)`` of every aggregate from ``since_minute`` on."""
+
 
 class StoreBase:
     """What every backend shares: ``async with store:`` opens and closes it."""

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from engine.queue import COUNTED, DuplicateJob, Job, StoreBase
+from engine.queue.runs import MemoryRuns
 
 
 @dataclass(slots=True)
@@ -28,6 +29,7 @@ class MemoryStore(StoreBase):
         self._jobs: dict[str, Job] = {}
         self._leases: dict[str, _Lease] = {}
         self._dedupe: dict[str, tuple[bytes, float]] = {}
+        self._runs = MemoryRuns()
 
     async def open(self) -> None:
         pass
@@ -148,6 +150,21 @@ class MemoryStore(StoreBase):
 
     async def ping(self) -> None:
         pass
+
+    async def record_runs(self, batch) -> None:
+        self._runs.write(batch)
+
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
+        return self._runs.list(pipeline, limit, q)
+
+    async def run(self, run_id: str) -> bytes | None:
+        return self._runs.get(run_id)
+
+    async def run_attempts(self, delivery: str) -> list[bytes]:
+        return self._runs.attempts_of(delivery)
+
+    async def run_minutes(self, since_minute: int) -> list[tuple]:
+        return self._runs.minutes_since(since_minute)
 
 
 def _oldest_first(jobs) -> list[Job]:

@@ -47,6 +47,7 @@ import redis.asyncio
 import redis.exceptions
 
 from engine.queue import COUNTED, STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
+from engine.queue import redis_runs as _runs
 
 DEFAULT_PREFIX = "hookline:"
 GROUP = "workers"
@@ -527,6 +528,28 @@ class RedisStore(StoreBase):
     async def ping(self) -> None:
         await self._client.ping()
 
+
+    # the run history (engine/history.py; the keys are in engine/queue/redis_runs.py)
+
+    @_guarded
+    async def record_runs(self, batch) -> None:
+        await _runs.write(self._client, self._key, batch)
+
+    @_guarded
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
+        return await _runs.runs(self._client, self._key, pipeline, limit, q)
+
+    @_guarded
+    async def run(self, run_id: str) -> bytes | None:
+        return await _runs.run(self._client, self._key, run_id)
+
+    @_guarded
+    async def run_attempts(self, delivery: str) -> list[bytes]:
+        return await _runs.attempts(self._client, self._key, delivery)
+
+    @_guarded
+    async def run_minutes(self, since_minute: int) -> list[tuple]:
+        return await _runs.minutes(self._client, self._key, since_minute)
 
     @_guarded
     async def claim(self, key: str, ttl_s: float) -> bytes | None:

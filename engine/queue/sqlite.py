@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.queue import COUNTED, DuplicateJob, Job, QueueError, StoreBase, StoreUnavailable
+from engine.queue import runs as _runs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_at REAL NOT NULL
 );
 """
+SCHEMA += _runs.SQLITE_SCHEMA     # the run history's tables (engine/queue/runs.py)
 JOB_COLUMNS = "id, delivery, pipeline, branch, payload, attempt, created_at, due_at, state, last_error, lease"
 MAX_BATCH = 1000          # operations per transaction
 DEDUPE_SWEEP_S = 60.0     # how often expired dedupe keys are deleted
@@ -442,6 +444,23 @@ class SqliteStore(StoreBase):
 
     async def ping(self) -> None:
         await self._read(_ping)
+
+    # the run history (engine/history.py; the SQL is in engine/queue/runs.py)
+
+    async def record_runs(self, batch) -> None:
+        await self._write(_runs.sqlite_write, batch)
+
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
+        return await self._read(_runs.sqlite_runs, pipeline, limit, q)
+
+    async def run(self, run_id: str) -> bytes | None:
+        return await self._read(_runs.sqlite_run, run_id)
+
+    async def run_attempts(self, delivery: str) -> list[bytes]:
+        return await self._read(_runs.sqlite_attempts, delivery)
+
+    async def run_minutes(self, since_minute: int) -> list[tuple]:
+        return await self._read(_runs.sqlite_minutes, since_minute)
 
 
 _REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, last_error = '', due_at = ? WHERE state = 'dead'"

@@ -1,0 +1,433 @@
+"""Run history: what each request did, recorded in the store, off the request path.
+
+    hookline runs list --pipeline orders        GET <admin prefix>/runs?pipeline=orders
+    hookline runs show RUN_ID                   GET <admin prefix>/runs/RUN_ID
+
+A pipeline records unless ``receive.history: false`` (dsl/spec.py). The request path
+only keeps references: :meth:`Recorder.add` appends one tuple to a bounded buffer
+(a full buffer drops its oldest entry and counts the drop) and adds the request to
+the current minute's aggregate. :meth:`Recorder.run`, a background task of each
+process, turns the buffer into records every ``FLUSH_S`` seconds — headers redacted,
+bodies cut, step outputs serialised, secrets masked — and writes them in one batch
+(``store.record_runs``), with the bounds (``keep`` runs per pipeline, ``max_age``).
+A store that fails loses that batch (logged), never a request.
+
+Never recorded: the values of Authorization, Cookie, Proxy-Authorization, every
+verify preset's signature header, the pipeline's API key header and the headers it
+lists (``redact_headers``) — shown as ``[redacted]`` — and, anywhere in a record, those
+values and the ``${env:}``/``${file:}`` values the pipeline was compiled with.
+
+Reading (the CLI, the admin endpoints and the admin UI): :func:`list_runs`,
+:func:`get_run`, :func:`stats`.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from bisect import bisect_left
+from dataclasses import replace
+
+import orjson
+
+from dsl.runtime import CallError, dumps_json
+
+from .queue import StoreUnavailable
+from .queue.runs import RunBatch, add_counts
+
+log = logging.getLogger("hookline")
+REDACTED = "[redacted]"
+FLUSH_S = 0.25            # each process writes what it recorded this often
+MAX_BUFFER = 5000         # runs waiting for the next flush; more drops the oldest
+SLICE = 200               # records built between two yields to the event loop
+DROP_LOG_S = 10.0         # a line about dropped runs at most this often
+BUCKETS_MS = (0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)   # then +Inf
+SUMMARY = ("run_id", "pipeline", "version", "at", "method", "path", "status", "duration_ms", "delivery", "error")
+MIN_MASKED = 6            # a redacted value shorter than this is not searched for elsewhere in a record
+
+
+# --- on the request path -----------------------------------------------------------------------
+
+def instrument(pipelines) -> list:
+    """The pipelines whose runs are recorded get each step timed into ``ctx.trace`` (and each
+    outbound call of a step recorded); the others are returned as they are."""
+    return [replace(p, steps=tuple(_Traced(s) for s in p.steps)) if p.history is not None else p
+            for p in pipelines]
+
+
+class _Traced:
+    """A step that appends ``(id, kind, seconds)`` to ``ctx.trace`` when the request is recorded."""
+
+    __slots__ = ("step", "id", "is_async", "kind")
+
+    def __init__(self, step):
+        self.step, self.id, self.is_async = step, step.id, step.is_async
+        self.kind = _kind(step)
+
+    def run(self, ctx):
+        if ctx.trace is None:
+            return self.step.run(ctx)
+        start = time.perf_counter()
+        try:
+            self.step.run(ctx)
+        finally:
+            ctx.trace.append((self.id, self.kind, time.perf_counter() - start))
+
+    async def arun(self, ctx):
+        trace = ctx.trace
+        if trace is None:
+            return await self.step.arun(ctx)
+        start, http = time.perf_counter(), ctx.http
+        ctx.http = Watched(http, trace, self.id) if http is not None else None
+        try:
+            await self.step.arun(ctx)
+        finally:
+            ctx.http = http
+            trace.append((self.id, self.kind, time.perf_counter() - start))
+
+    def __getattr__(self, name):
+        return getattr(self.step, name)
+
+
+def _kind(step) -> str:
+    """The step's kind (transform, route, call) under the metrics' and tracing's wrappers."""
+    while hasattr(type(step), "__getattr__") and "step" in getattr(type(step), "__slots__", ()):
+        step = step.step
+    return type(step).__name__.lower()
+
+
+class Watched:
+    """The outbound client as one recorded step sees it: each call is appended to ``trace``
+    as ``("call", step, method, url, status or None, seconds, error or None)``."""
+
+    __slots__ = ("http", "trace", "step")
+
+    def __init__(self, http, trace, step):
+        self.http, self.trace, self.step = http, trace, step
+
+    async def request(self, method, url, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            answer = await self.http.request(method, url, *args, **kwargs)
+        except CallError as exc:
+            self.trace.append(("call", self.step, method, url, None, time.perf_counter() - start, exc.detail))
+            raise
+        self.trace.append(("call", self.step, method, url, answer[0], time.perf_counter() - start, None))
+        return answer
+
+    def __getattr__(self, name):
+        return getattr(self.http, name)
+
+
+class Recorder:
+    """One per process: the buffer, the minute aggregates and their flusher."""
+
+    def __init__(self, store, max_buffer: int = MAX_BUFFER, flush_s: float = FLUSH_S, clock=time.time,
+                 outage=None):
+        self.store, self.flush_s, self.clock, self.outage = store, flush_s, clock, outage
+        self.buffer: collections.deque = collections.deque(maxlen=max_buffer)
+        self.attempts: collections.deque = collections.deque(maxlen=max_buffer)
+        self.minutes: dict = {}
+        self.bounds: dict = {}          # pipeline name -> History, for the next flush
+        self.dropped = 0                # runs and attempts dropped from a full buffer, since start
+        self._logged_drops, self._drop_logged_at = 0, 0.0
+
+    def add(self, exchange, status: int, seconds: float) -> None:
+        """One answered request of a recorded pipeline (``App.served``): references only."""
+        pipeline, now = exchange.pipeline, self.clock()
+        self._count(pipeline.name, now, seconds, status >= 500 or exchange.error is not None)
+        buffer = self.buffer
+        if len(buffer) == buffer.maxlen:
+            self.dropped += 1
+        raw, ctx = exchange.raw, exchange.ctx
+        cut = pipeline.history.body_bytes
+        buffer.append((pipeline, exchange.run_id, now - seconds, exchange.start, exchange.headers,
+                       raw[:cut] if len(raw) > cut else raw, len(raw),
+                       ctx.steps if ctx is not None else None, ctx.trace if ctx is not None else None,
+                       exchange.answer, exchange.error, exchange.delivery, status, seconds))
+
+    def _count(self, name: str, now: float, seconds: float, error: bool) -> None:
+        key = (name, int(now // 60))
+        counts = self.minutes.get(key)
+        if counts is None:
+            counts = self.minutes[key] = [0] * (3 + len(BUCKETS_MS))
+        counts[0] += 1
+        counts[1] += error
+        counts[2 + bisect_left(BUCKETS_MS, seconds * 1000)] += 1
+
+    def attempt(self, job, history, outcome: str, status, seconds: float, error: str | None) -> None:
+        """One delivery attempt of ``job`` (engine/delivery.py): done, retry or dead."""
+        if len(self.attempts) == self.attempts.maxlen:
+            self.dropped += 1
+        self.attempts.append((job.id, job.delivery, job.pipeline, job.branch, job.attempt + 1, self.clock(),
+                              outcome, status, seconds, error, history))
+
+    async def run(self) -> None:
+        """Flush every ``flush_s`` seconds until cancelled, then once more."""
+        try:
+            while True:
+                await asyncio.sleep(self.flush_s)
+                await self.flush()
+        finally:
+            if self.buffer or self.minutes or self.attempts:
+                await asyncio.shield(self.flush())
+
+    async def flush(self) -> None:
+        """Build the records waiting and write them in one batch; a failed write is logged."""
+        self._log_drops()
+        batch, minutes = RunBatch(), self.minutes
+        self.minutes, batch.minutes = {}, minutes
+        bounds = {}
+        while self.buffer:
+            for _ in range(min(SLICE, len(self.buffer))):
+                entry = self.buffer.popleft()
+                batch.runs.append(_run_row(entry))
+                bounds[entry[0].name] = entry[0].history
+            await asyncio.sleep(0)        # requests go on between slices
+        while self.attempts:
+            entry = self.attempts.popleft()
+            batch.attempts.append(_attempt_row(entry))
+            bounds[entry[2]] = entry[10]
+        now = self.clock()
+        batch.bounds = [(name, h.keep, now - h.max_age_s) for name, h in bounds.items()]
+        if not (batch.runs or batch.attempts or batch.minutes):
+            return
+        try:
+            await self.store.record_runs(batch)
+        except StoreUnavailable as exc:
+            if self.outage is not None:
+                self.outage.note(exc, "run history batch(es) not recorded")
+            else:
+                log.warning("run history: a batch was not recorded: %s", exc)
+        except Exception:            # a bug: the history loses this batch, nothing else
+            log.exception("run history: %d run(s) and %d attempt(s) not recorded", len(batch.runs),
+                          len(batch.attempts))
+
+    def _log_drops(self) -> None:
+        now = time.monotonic()
+        if self.dropped > self._logged_drops and now - self._drop_logged_at >= DROP_LOG_S:
+            log.warning("run history: %d run(s) dropped so far, the buffer (%d) was full; the store is "
+                        "slow or unavailable", self.dropped, self.buffer.maxlen)
+            self._logged_drops, self._drop_logged_at = self.dropped, now
+
+
+# --- building a record (in the flusher) ----------------------------------------------------------
+
+def _run_row(entry) -> tuple:
+    (pipeline, run_id, at, start, headers, raw, size, steps, trace, answer, error, delivery, status,
+     seconds) = entry
+    history = pipeline.history
+    recorded, hidden = _headers(headers, history.redact)
+    path = start.path
+    if pipeline.auth is not None and pipeline.auth.scheme == "query":
+        hidden += _query_secret(path, pipeline.auth.name)
+    error = error if error is not None else _problem_detail(answer) if status >= 500 else None
+    record = {"run_id": run_id, "pipeline": pipeline.name, "version": pipeline.version, "at": at,
+              "method": start.method, "path": path, "status": status, "duration_ms": _ms(seconds),
+              "delivery": delivery, "error": error, "headers": recorded,
+              "body": raw.decode("utf-8", "replace"), "body_truncated": size > len(raw),
+              "steps": _steps(steps, trace, history.body_bytes), "calls": _calls(trace),
+              "response": _response(answer, status, history.body_bytes)}
+    blob = _masked(record, hidden + history.secrets)
+    return run_id, pipeline.name, at, delivery, orjson.dumps(recorded).decode(), blob
+
+
+def _headers(headers, redact) -> tuple[dict, tuple]:
+    """The request headers as recorded (lower-case names, a repeated one as a list) and the
+    values redacted from them (to be masked wherever else they appear)."""
+    out, hidden = {}, []
+    for name, value in headers.get_all():
+        name = name.lower()
+        if name in redact:
+            hidden += _secret_parts(value)
+            value = REDACTED
+        if name in out:
+            prev = out[name]
+            out[name] = prev + [value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[name] = value
+    return out, tuple(hidden)
+
+
+def _secret_parts(value: str) -> list:
+    """A credential and, for ``Scheme token``, the token alone (a step may have copied it)."""
+    parts = [value.strip(), value.strip().partition(" ")[2].strip()]
+    return [p for p in parts if len(p) >= MIN_MASKED]
+
+
+def _query_secret(path: str, name: str) -> tuple:
+    from urllib.parse import parse_qsl
+    return tuple(v for k, v in parse_qsl(path.partition("?")[2], keep_blank_values=True)
+                 if k == name and len(v) >= MIN_MASKED)
+
+
+def _steps(steps, trace, cut: int) -> list:
+    if not trace:
+        return []
+    out = []
+    for entry in trace:
+        if entry[0] == "call":
+            continue
+        step_id, kind, seconds = entry
+        output, truncated = _cut_value(steps.get(step_id) if steps is not None else None, cut)
+        out.append({"id": step_id, "kind": kind, "duration_ms": _ms(seconds), "output": output,
+                    "output_truncated": truncated})
+    return out
+
+
+def _cut_value(value, cut: int):
+    """The value itself when its JSON fits in ``cut`` bytes, else its JSON text cut there."""
+    try:
+        text = dumps_json(value)
+    except Exception:          # StepFailed: too deep to write; the record says so
+        return "(not recordable)", True
+    if len(text) <= cut:
+        return value, False
+    return text[:cut].decode("utf-8", "replace"), True
+
+
+def _calls(trace) -> list:
+    return [{"step": step, "method": method, "url": _without_userinfo(url), "status": status,
+             "duration_ms": _ms(seconds), "error": error}
+            for _, step, method, url, status, seconds, error in (e for e in trace or () if e[0] == "call")]
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    return scheme + sep + authority.rpartition("@")[2] + slash + tail
+
+
+def _response(answer, status: int, cut: int) -> dict:
+    if answer is None:
+        return {"status": status, "headers": {}, "body": "", "body_truncated": False}
+    _, body, ctype, headers = answer
+    recorded = {"content-type": ctype} if ctype else {}
+    for name, value in headers:
+        recorded[name.lower()] = REDACTED if name.lower() == "set-cookie" else value
+    return {"status": status, "headers": recorded, "body": bytes(body[:cut]).decode("utf-8", "replace"),
+            "body_truncated": len(body) > cut}
+
+
+def _problem_detail(answer):
+    if answer is None:
+        return None
+    try:
+        return orjson.loads(answer[1]).get("detail")
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None
+
+
+def _masked(record: dict, secrets) -> bytes:
+    """The record as JSON with every secret replaced by ``[redacted]`` wherever it occurs:
+    serialised first; walked (every string and key) only when a secret is in the text."""
+    blob = orjson.dumps(record)
+    found = [s for s in secrets if orjson.dumps(s)[1:-1] in blob]
+    if not found:
+        return blob
+    return orjson.dumps(_mask(record, found))
+
+
+def _mask(value, secrets):
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_mask(k, secrets): _mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, secrets) for v in value]
+    return value
+
+
+def _attempt_row(entry) -> tuple:
+    job, delivery, pipeline, branch, attempt, at, outcome, status, seconds, error, history = entry
+    record = {"job": job, "branch": branch, "attempt": attempt, "at": at, "outcome": outcome,
+              "status": status, "duration_ms": _ms(seconds), "error": error}
+    return job, delivery, pipeline, at, _masked(record, history.secrets)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+async def list_runs(store, pipeline: str | None = None, limit: int = 50, q: str | None = None) -> list[dict]:
+    """Summaries of the newest runs (of ``pipeline``); ``q`` matches a run id, a delivery id
+    or any recorded (not redacted) header value exactly."""
+    records = [orjson.loads(r) for r in await store.runs(pipeline, limit, q or None)]
+    if q:
+        records = [r for r in records if _matches(r, q)][:limit]
+    return [{k: r.get(k) for k in SUMMARY} for r in records]
+
+
+def _matches(record: dict, q: str) -> bool:
+    if q in (record["run_id"], record["delivery"]):
+        return True
+    values = record["headers"].values()
+    return any(q == v or (isinstance(v, list) and q in v) for v in values) and q != REDACTED
+
+
+async def get_run(store, run_id: str) -> dict | None:
+    """The whole record of one run, with the jobs of its delivery and their attempts."""
+    from .admin import job_view
+    raw = await store.run(run_id)
+    if raw is None:
+        return None
+    record = orjson.loads(raw)
+    record["jobs"] = []
+    if record["delivery"]:
+        attempts: dict = {}
+        for row in await store.run_attempts(record["delivery"]):
+            attempt = orjson.loads(row)
+            attempts.setdefault(attempt.pop("job"), []).append(attempt)
+        for job in await store.find(record["delivery"]):
+            view = job_view(job)
+            view["attempts"] = [{k: a[k] for k in ("attempt", "at", "outcome", "status", "duration_ms", "error")}
+                                for a in attempts.get(job.id, [])]
+            record["jobs"].append(view)
+    return record
+
+
+async def stats(store, since_s: float = 3600) -> dict[str, dict]:
+    """Per pipeline over the last ``since_s`` seconds (whole minutes): requests, errors (status
+    >= 500 or an error), p50 and p99 in ms (from the fixed buckets: ``None`` without requests)."""
+    since = int((time.time() - since_s) // 60) + 1
+    totals: dict = {}
+    for pipeline, _minute, counts in await store.run_minutes(since):
+        totals[pipeline] = add_counts(totals.get(pipeline, []), counts)
+    return {name: {"requests": c[0], "errors": c[1], "p50_ms": quantile(c[2:], 0.5),
+                   "p99_ms": quantile(c[2:], 0.99)} for name, c in sorted(totals.items())}
+
+
+def quantile(buckets, q: float) -> float | None:
+    """The ``q`` quantile of a bucketed histogram (:data:`BUCKETS_MS`, then +Inf), interpolated
+    linearly inside its bucket, as Prometheus' ``histogram_quantile`` does.
+
+    >>> quantile([0, 4] + [0] * 15, 0.5)
+    0.375
+    >>> quantile([0] * 17, 0.5) is None
+    True
+    """
+    total = sum(buckets)
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for i, n in enumerate(buckets):
+        if n and seen + n >= rank:
+            if i >= len(BUCKETS_MS):
+                return float(BUCKETS_MS[-1])
+            low = BUCKETS_MS[i - 1] if i else 0.0
+            return round(low + (BUCKETS_MS[i] - low) * (rank - seen) / n, 3)
+        seen += n
+    return float(BUCKETS_MS[-1])
+
+
+def line(run: dict) -> str:
+    """One greppable line per run for ``hookline runs list``."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run["at"]))
+    return (f"{run['run_id']}\t{at}\t{run['pipeline']}\t{run['method']}\t{run['path']}\t{run['status']}\t"
+            f"{run['duration_ms']:.1f}ms\tdelivery={run['delivery'] or '-'}")
