@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from conftest import ROOT
-from test_async_delivery import dest, redis_store, sqlite_store, store, wait_until  # noqa: F401 (fixtures)
-from test_metrics import ENV, PIPELINES, PREFIX, Ops
+from test_async_delivery import _children, dest, redis_store, sqlite_store, store, wait_until  # noqa: F401
+from test_logs import access_lines
+from test_metrics import ENV, PIPELINES, PREFIX, Ops, samples, value
 from test_shutdown import SlowDestination, slow_request_in_background
 from test_store_down import redis_server  # noqa: F401 (a fixture)
 from conftest import start_hookline
@@ -42,6 +43,9 @@ def test_live_and_ready_answer_without_a_token_on_both_ports(ops):
 
 
 def test_ready_is_503_while_the_store_is_down_and_live_stays_200(redis_server, tmp_path):
+    """``--workers 2`` on a Redis that is killed and started again: each HTTP worker (told apart
+    by the pid of its access lines) says 503 while Redis is down and 200 once it is back; a
+    scrape meanwhile leaves the store's gauges out rather than showing wrong zeros."""
     dest = SlowDestination()
     try:
         server = Ops(dest, redis_server.url)
@@ -49,20 +53,42 @@ def test_ready_is_503_while_the_store_is_down_and_live_stays_200(redis_server, t
         dest.stop()
         raise
     ready = lambda: requests.get(server.url + PREFIX + "/health/ready", timeout=10)  # noqa: E731
+    http = {pid for pid, name in _children(server.proc.proc.pid).items() if name == "hookline-http"}
     try:
-        assert ready().status_code == 200
+        assert len(http) == 2 and ready().status_code == 200
+        assert value(samples(server.scrape()), "hookline_jobs", state="pending") == 0
         redis_server.kill()
-        wait_until(lambda: ready().status_code == 503, 20, "ready to say 503")
-        answer = ready()
-        assert answer.json() == {"status": "not ready",
-                                 "checks": {"pipelines": "ok", "draining": "ok", "store": "unreachable"}}
-        assert redis_server.password not in answer.text
+        answers = each_worker_answers(server, ready, 503, http, "both workers to say 503")
+        assert answers[0].json() == {"status": "not ready",
+                                     "checks": {"pipelines": "ok", "draining": "ok", "store": "unreachable"}}
+        assert all(redis_server.password not in a.text for a in answers)
         assert requests.get(server.url + PREFIX + "/health/live", timeout=10).status_code == 200
+        found = samples(server.scrape())
+        assert value(found, "hookline_pipelines_loaded") == 5
+        assert not {name for name, _ in found} & {"hookline_jobs", "hookline_oldest_pending_job_age_seconds"}
         redis_server.start()
-        wait_until(lambda: ready().status_code == 200, 30, "ready again once Redis is back")
+        each_worker_answers(server, ready, 200, http, "both workers ready again once Redis is back", timeout=30)
+        assert value(samples(server.scrape()), "hookline_jobs", state="pending") == 0
     finally:
         server.proc.stop()
         dest.stop()
+
+
+def each_worker_answers(server, probe, status: int, workers: set, what: str, timeout: float = 20) -> list:
+    """Probe on new connections until every one of ``workers`` has answered ``status`` (their
+    access lines written from now on say which answered); returns those answers."""
+    start = len(server.log())
+    answers, deadline = [], time.monotonic() + timeout
+    while True:
+        answer = probe()
+        if answer.status_code == status:
+            answers.append(answer)
+        said = {a["pid"] for a in access_lines(server.log()[start:], "text")
+                if a["path"] == PREFIX + "/health/ready" and a["status"] == status}
+        if said >= workers:
+            return answers
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: only {said} of {workers}"
+        time.sleep(0.05)
 
 
 def test_ready_is_503_during_the_drain_after_sigterm(tmp_path):

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from test_async_delivery import dest, redis_store, sqlite_store, store, wait_until  # noqa: F401 (fixtures)
+from test_async_delivery import _children, dest, redis_store, sqlite_store, store, wait_until  # noqa: F401 (fixtures)
 from test_metrics import ENV, PREFIX, TOKEN, Ops, github
 
 MARK = "leak-" + uuid.uuid4().hex       # in every credential, signature, query and body sent
@@ -118,3 +118,33 @@ def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret
                          r"answered 503", log), log
     for secret in (MARK, ENV["OPS_BEARER"], ENV["OPS_GITHUB_SECRET"], TOKEN):
         assert secret not in log, f"{secret} is in the log:\n{log}"
+
+
+@pytest.fixture
+def json_ops(dest, store):
+    server = Ops(dest, store, extra=("--log-format", "json"))
+    yield server
+    server.proc.stop()
+
+
+def test_with_two_workers_each_writes_its_own_whole_json_access_lines(json_ops):
+    """``--workers 2 --log-format json`` on SQLite and Redis: requests on new connections land
+    on both HTTP workers; each request has exactly one access line, every line of the shared
+    output is one whole JSON object, and the pids are the two HTTP workers'."""
+    workers = _children(json_ops.proc.proc.pid)
+    http = {pid for pid, name in workers.items() if name == "hookline-http"}
+    assert len(http) == 2, workers
+    sent, pids = 0, set()
+    while sent < 400 and not (sent >= 10 and len(pids) == 2):
+        resp = requests.post(json_ops.url + "/o/sync", json={"id": sent}, timeout=10)
+        assert resp.status_code == 200 and resp.json() == {"id": sent}, resp.text
+        sent += 1
+        pids = {a["pid"] for a in access_lines(json_ops.log(), "json") if a["pipeline"] == "ops-sync"}
+    assert pids == http, (pids, workers)
+    wait_until(lambda: len([a for a in access_lines(json_ops.log(), "json") if a["pipeline"] == "ops-sync"])
+               >= sent, 10, "an access line per request")
+    log = json_ops.log()
+    every = [json.loads(line) for line in log.splitlines() if line.strip()]   # a torn line would not parse
+    mine = [d for d in every if d["logger"] == "hookline.access" and d["pipeline"] == "ops-sync"]
+    assert len(mine) == sent and all(d["status"] == 200 and d["path"] == "/o/sync" for d in mine), mine
+    assert len({d["run_id"] for d in mine}) == sent      # one line per request, none twice

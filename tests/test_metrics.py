@@ -343,3 +343,76 @@ def test_the_metrics_directory_is_private_removed_at_exit_and_a_killed_servers_i
     finally:
         server.proc.stop()
     assert server.proc.proc.returncode == 0 and not mine[0].exists()
+
+
+WAITING = """\
+pipeline: ops-wait
+description: One async branch whose failed attempt waits five minutes (pending jobs for the gauges).
+receive:
+  path: /w
+  methods: [POST]
+async:
+  - id: later
+    steps:
+      - id: send
+        call:
+          url: "${env:DEST_URL}/recv"
+          body: request.body
+          timeout_s: 60
+    retry: {max_attempts: 2, initial_s: 300, max_s: 300}
+"""
+
+
+def test_job_gauges_and_deliveries_counted_once_with_two_delivery_workers(dest, store, tmp_path):
+    """``--workers 2 --delivery-workers 2`` on SQLite and on Redis: jobs waiting for their next
+    try are ``pending`` and the oldest one's age is its age; a job held at the destination is
+    ``leased``; each attempt is counted once though four processes count."""
+    (tmp_path / "wait.yaml").write_text(WAITING)
+    port = free_port()
+    proc = start_hookline([tmp_path], env={"DEST_URL": dest.url}, workers=2,
+                          extra=("--store", store, "--delivery-workers", "2", "--metrics-port", str(port)))
+    scrape = lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text  # noqa: E731
+    jobs = lambda found: [value(found, "hookline_jobs", state=s) for s in ("pending", "leased", "dead")]  # noqa: E731
+    branch = {"pipeline": "ops-wait", "branch": "later"}
+    tried = lambda found, outcome: value(found, "hookline_deliveries_total", **branch, outcome=outcome)  # noqa: E731
+    try:
+        waiting = [f"wait-{i}-{uuid.uuid4().hex[:8]}" for i in range(6)]
+        first_sent = time.time()
+        for i, rid in enumerate(waiting):
+            dest.plan(rid, 503)
+            resp = requests.post(proc.url + "/w", json={"id": rid}, timeout=10)
+            assert resp.status_code == 202, resp.text
+            if i == 0:
+                first_acked = time.time()
+
+        def all_waiting(text):
+            found = samples(text)
+            assert jobs(found) == [6, 0, 0] and tried(found, "retry") == 6 and tried(found, "done") == 0
+        eventually(scrape, all_waiting, 30)
+        before = time.time()
+        found = samples(scrape())
+        after = time.time()
+        age = value(found, "hookline_oldest_pending_job_age_seconds")
+        assert before - first_acked <= age <= after - first_sent, (first_sent, first_acked, before, age, after)
+        assert [len(dest.of(rid)) for rid in waiting] == [1] * 6      # each tried once, by one worker
+
+        dest.hold()
+        held = f"held-{uuid.uuid4().hex[:8]}"
+        assert requests.post(proc.url + "/w", json={"id": held}, timeout=10).status_code == 202
+        wait_until(lambda: dest.held() == 1, 30, "the new job to reach the held destination")
+
+        def one_leased(text):
+            assert jobs(samples(text)) == [6, 1, 0]
+        eventually(scrape, one_leased, 10)
+        assert value(samples(scrape()), "hookline_oldest_pending_job_age_seconds") >= age   # still the first job
+        dest.release()
+        wait_until(lambda: held in dest.delivered(), 30, "the held job delivered")
+
+        def counted_once(text):
+            found = samples(text)
+            assert jobs(found) == [6, 0, 0] and tried(found, "done") == 1 and tried(found, "retry") == 6
+            assert value(found, "hookline_delivery_attempt_seconds_count", **branch) == 7
+            assert value(found, "hookline_requests_total", pipeline="ops-wait", status="202") == 7
+        eventually(scrape, counted_once, 30)
+    finally:
+        proc.stop()

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from conftest import ROOT, start_hookline, wait_http
 from engine import tracing
+from test_async_delivery import _children, redis_store, sqlite_store, store  # noqa: F401 (fixtures)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -92,7 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _spans(receiver) -> list:
-    """Every span the receiver got: dicts of name, kind, trace/span/parent ids, attributes."""
+    """Every span the receiver got: dicts of name, kind, trace/span/parent ids, attributes,
+    and the attributes of the resource (the process) that sent it."""
     spans = []
     for path, _, body in receiver.taken():
         if path != "/v1/traces":
@@ -100,12 +102,13 @@ def _spans(receiver) -> list:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         for resource in request.resource_spans:
+            sender = {a.key: _value(a.value) for a in resource.resource.attributes}
             for scope in resource.scope_spans:
                 for s in scope.spans:
                     attributes = {a.key: _value(a.value) for a in s.attributes}
                     spans.append({"name": s.name, "kind": s.kind, "trace": s.trace_id.hex(),
                                   "id": s.span_id.hex(), "parent": s.parent_span_id.hex(),
-                                  "attributes": attributes})
+                                  "attributes": attributes, "resource": sender})
     return spans
 
 
@@ -179,6 +182,52 @@ def test_a_request_is_traced_end_to_end(pipeline_dir):
     assert sent["/async"]["traceparent"] == f"00-{TRACE_ID}-{late['id']}-01"
     # the access line carries the trace id
     assert f"trace={TRACE_ID}" in proc.log.text()
+
+
+def test_with_two_workers_a_job_accepted_in_one_process_is_delivered_in_another_in_the_same_trace(
+        pipeline_dir, store):
+    """``serve --workers 2`` on SQLite and on Redis: the request's spans come from an HTTP
+    worker, the delivery's from the delivery worker (each process exports its own, the
+    resource's ``process.pid`` says which), and both are one trace."""
+    receiver, destination = _Recorder(), _Recorder()
+    env = {"DEST_URL": destination.url, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+           "OTEL_TRACES_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "process"}
+    proc = start_hookline([pipeline_dir], env=env, workers=2, extra=("--store", store))
+    try:
+        workers = _wait(lambda: (lambda c: c if len(c) == 3 else None)(_children(proc.proc.pid)))
+        traces = [f"{n:032x}" for n in range(0xa1, 0xa5)]
+        for trace in traces:            # each on a new connection: the kernel spreads them over both workers
+            r = requests.post(f"{proc.url}/t/acme/orders", json={"id": trace},
+                              headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}, timeout=10)
+            assert r.status_code == 200, r.text
+
+        def delivered():
+            spans = _spans(receiver)
+            later = {x["trace"] for x in spans if x["attributes"].get("hookline.branch") == "later"}
+            return spans if later >= set(traces) else None
+        spans = _wait(delivered)
+    finally:
+        proc.stop()
+        receiver.shutdown()
+        destination.shutdown()
+    http = {pid for pid, name in workers.items() if name == "hookline-http"}
+    delivering = {pid for pid, name in workers.items() if name == "hookline-delive"}
+    assert len(http) == 2 and len(delivering) == 1, workers
+    for trace in traces:
+        mine = [s for s in spans if s["trace"] == trace]
+        [server] = [s for s in mine if s["attributes"].get("http.route") == "/t/{shop}/orders"]
+        [delivery] = [s for s in mine if s["attributes"].get("hookline.branch") == "later"]
+        [send] = [s for s in mine if s["attributes"].get("hookline.step") == "send"]
+        [late] = [s for s in mine if s["attributes"].get("url.full", "").endswith("/async")]
+        assert server["resource"]["process.pid"] in http, (server["resource"], workers)
+        assert delivery["resource"]["process.pid"] in delivering, (delivery["resource"], workers)
+        assert delivery["parent"] == server["id"]
+        assert send["parent"] == delivery["id"] and late["parent"] == send["id"]
+        assert {send["resource"]["process.pid"], late["resource"]["process.pid"]} <= delivering
+        assert server["parent"] == "00f067aa0ba902b7"
+    sent = {h["traceparent"].split("-")[1] for p, h, _ in destination.taken() if p == "/async"}
+    assert sent >= set(traces)          # the destination got each delivery's trace
 
 
 def test_no_otel_variables_no_spans_and_no_import(pipeline_dir):
