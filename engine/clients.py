@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from tornado.iostream import SSLIOStream
+
 MAX_HOPS = 20     # X-Forwarded-For / Forwarded hops read, nearest first; a longer chain is cut
 
 
@@ -25,6 +27,22 @@ def client_address(conn, headers, trusted) -> str | None:
         if not _in(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def https(conn, headers, trusted) -> bool:
+    """Whether the client reached us over TLS: our own socket is TLS, or the peer is a trusted
+    proxy that says so (``X-Forwarded-Proto: https``, or ``proto=https`` in ``Forwarded``)."""
+    if isinstance(getattr(conn, "stream", None), SSLIOStream):
+        return True
+    peer = getattr(getattr(conn, "context", None), "remote_ip", None)
+    if not trusted or not _in(peer, trusted):
+        return False
+    proto = headers.get("X-Forwarded-Proto")
+    if proto is None:
+        element = _last(headers.get_list("Forwarded"))[-1]
+        proto = next((hop.partition("=")[2] for hop in element.split(";")
+                      if hop.strip().lower().startswith("proto=")), "")
+    return proto.split(",")[0].strip().strip('"').lower() == "https"
 
 
 def _in(address, networks) -> bool:

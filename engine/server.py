@@ -29,7 +29,7 @@ from .compression import MIN_COMPRESS_BYTES, Decoder, choose_encoding, compress
 from .formats import BodyError, parse_body
 from .admin import authorized, handle_http
 from .openapi import document as openapi_document
-from .clients import client_address
+from .clients import client_address, https
 from .durable import Outage, handle_durable, new_run_id, start_plain, unavailable
 from .metrics import ADMIN, OFF, UNROUTED
 from .ops import OPEN, State, answer
@@ -38,12 +38,12 @@ from .outbound import Outbound
 from .queue import StoreUnavailable
 from .problems import CONTENT_TYPE, problem
 from .router import Router, shape
-from . import history as run_history, tracing
+from . import history as run_history, tracing, ui
 
 log = logging.getLogger("hookline")
 MAX_DISCARD = 64 * 1024 * 1024   # after a refusal, read and drop up to this much of the body, then close
 MAX_ERRORS = 50
-ADMIN_MAX_BODY = 64 * 1024       # an admin request's body is ignored up to this size; more → 413
+ADMIN_MAX_BODY = 64 * 1024       # an admin request's body (the UI's forms) up to this size; more → 413
 MAX_HEADERS = 100                # header fields per request; more → 431
 MAX_LOGGED_PATH = 512            # characters of a path in an access line
 _JSON = "application/json"
@@ -58,6 +58,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.history = history      # engine.history.Recorder, or None: no run is recorded
         self.access = access        # engine.logs.AccessLog, or None: no access lines
         self.admin = admin          # (prefix, token) or None: the admin endpoints are off
+        self.ui = ui.Console(admin[0], admin[1], store, lambda: self.pipelines) if admin is not None else None
         self.state = State(0, store, metrics)   # health and /metrics
         self.swap(pipelines)
         self.outbound = outbound or Outbound()
@@ -183,7 +184,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         admin = self.app.admin
         if route is None and admin is not None and path.startswith(admin[0] + "/"):
             self.admin_path = path[len(admin[0]):]
-            self._check_length(headers, ADMIN_MAX_BODY)   # read and dropped; over ADMIN_MAX_BODY → 413
+            self._check_length(headers, ADMIN_MAX_BODY)   # over ADMIN_MAX_BODY → 413
         elif route is None:
             self.early = problem(404, "not-found", "Not Found", f"no pipeline serves {path[:200]}")
         elif method in route.by_method:
@@ -282,8 +283,6 @@ class _Exchange(httputil.HTTPMessageDelegate):
         limit = self.pipeline.max_body_bytes if self.pipeline is not None else ADMIN_MAX_BODY
         if self.size > limit:
             self._too_large(limit)
-        elif self.pipeline is None:     # an admin request: its body is not used
-            return
         elif self.decoder is not None:
             try:
                 self.decoder.feed(chunk)      # the decoded size is capped too: no bomb in memory
@@ -436,6 +435,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     async def _admin(self):
         try:
+            if ui.owns(self.admin_path):
+                await self._ui()
+                return
             if self.start.method in ("GET", "HEAD") and await self._operations():
                 return
             query = _query(self.start.path.partition("?")[2])
@@ -455,6 +457,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.send(*problem(status, slug, value["title"], value["detail"]), CONTENT_TYPE, extra)
         except Exception as exc:
             self._fail(exc)
+
+    async def _ui(self):
+        """The admin UI (engine/ui): HTML pages behind a session cookie."""
+        raw = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        request = ui.Request(self.start.method, self.admin_path, _query(self.start.path.partition("?")[2]), raw,
+                             self.headers.get("Cookie"), https(self.conn, self.headers, self.app.trusted))
+        answer = await self.app.ui.handle(request)
+        self.send(answer.status, answer.body, answer.content_type, answer.headers)
 
     async def _operations(self) -> bool:
         """Health probes (no token) and the metrics (token); False for other admin paths."""
