@@ -66,11 +66,12 @@ def is_login_redirect(resp) -> bool:
     return resp.status_code == 303 and resp.headers["Location"].startswith(UI + "/login?next=")
 
 
-def dead_order(server, dest) -> str:
+def dead_order(server, dest, request_id="") -> str:
     """An order whose delivery the destination refuses (400): its one job is dead; the job id."""
     rid = f"ui-{uuid.uuid4().hex[:8]}"
     dest.plan(rid, 400)
-    resp = requests.post(server.url + "/u/orders", json={"id": rid, "note": "n"}, timeout=10)
+    resp = requests.post(server.url + "/u/orders", json={"id": rid, "note": "n"}, headers={"X-Request-Id": request_id},
+                         timeout=10)
     assert resp.status_code == 200, resp.text
     bearer = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -244,13 +245,36 @@ def test_the_pipeline_page_shows_its_source_and_lint_warnings(dest, servers, sql
     assert "No diagnostics" in clean and "<pre>          body: request.body</pre>" in clean
 
 
-def test_a_session_is_good_on_every_worker(dest, servers, sqlite_store):
-    server = ui_server(servers, dest, sqlite_store, extra=("--workers", "2"))
+def test_a_session_and_the_run_pages_work_on_every_worker(dest, servers, store):
+    server = ui_server(servers, dest, store, extra=("--workers", "2"))
     s = login(server)
     # a new connection each (no keep-alive): the requests spread over both workers
     pages = [requests.get(server.url + UI + "/dlq", cookies=s.cookies, timeout=10) for _ in range(40)]
     assert all(p.status_code == 200 and "<h1>Dead letters</h1>" in p.text for p in pages)
+
+    def workers():
+        return set(re.findall(r"hookline\.access\[(\d+)\]: GET /_hookline/ui/dlq 200", "".join(server.lines)))
+    wait_until(lambda: len(workers()) == 2, 10, "access lines from both workers")
     csrf = csrf_of(pages[0])
-    job = dead_order(server, dest)
+    request_id = "find-me-" + uuid.uuid4().hex[:6]
+    job = dead_order(server, dest, request_id)
     resp = s.post(server.url + UI + f"/dlq/{job}/replay", data={"csrf": csrf}, allow_redirects=False, timeout=10)
     assert resp.status_code == 303, resp.text
+
+    def runs_found():
+        page = requests.get(server.url + UI + "/search", params={"q": request_id}, cookies=s.cookies, timeout=10)
+        return re.findall(r'href="/_hookline/ui/runs/([0-9a-f]+)"', page.text)
+    wait_until(runs_found, 10, "the run, searched by its X-Request-Id")
+    (run_id,) = runs_found()
+    for _ in range(10):
+        run = requests.get(server.url + UI + f"/runs/{run_id}", cookies=s.cookies, timeout=10)
+        assert run.status_code == 200 and "<b>shape</b> <span class=\"kind\">transform</span>" in run.text, run.text
+
+
+def test_a_search_is_shown_as_text(dest, servers, sqlite_store):
+    server = ui_server(servers, dest, sqlite_store)
+    s = login(server)
+    q = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    page = s.get(server.url + UI + "/search", params={"q": q}, timeout=10).text
+    assert "<script>alert" not in page and "<img" not in page, page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page, page

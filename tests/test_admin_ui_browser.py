@@ -56,19 +56,22 @@ def browser():
 def shot(driver, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        chrome = driver.execute_script("return window.outerHeight - window.innerHeight")
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1280, min(max(height, 500), 1600))
+        driver.set_window_size(1280, min(max(height, 480), 1800) + chrome)
         driver.save_screenshot(str(Path(SHOTS) / f"ui-{name}.png"))
         driver.set_window_size(1280, 860)
 
 
 def follow(driver, element) -> None:
-    """Click ``element`` and wait for the next page to replace this one."""
+    """Click ``element`` and wait for the next page to replace this one (a check that meets the
+    page mid-navigation may fail: it is retried)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
     html = driver.find_element("tag name", "html")
     element.click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(html))
+    WebDriverWait(driver, 10, ignored_exceptions=[WebDriverException]).until(expected_conditions.staleness_of(html))
 
 
 def inert(driver) -> None:
@@ -97,9 +100,31 @@ def test_log_in_see_a_run_replay_a_dead_job_and_payloads_stay_text(browser, dest
     rid = f"xss-{uuid.uuid4().hex[:6]}"
     dest.plan(rid, 400)             # the destination refuses it: the job dies at once
     resp = requests.post(server.url + "/u/orders", json={"id": rid, "note": SCRIPT + IMG},
-                         headers={"X-Note": SCRIPT + IMG}, timeout=10)
+                         headers={"X-Note": SCRIPT + IMG, "X-Request-Id": rid}, timeout=10)
     assert resp.status_code == 200, resp.text
+    for _ in range(3):
+        assert requests.get(server.url + "/u/legacy", timeout=10).status_code == 200
 
+    # the run: found by a header value from the search box, then step by step
+    search = b.find_element(By.CSS_SELECTOR, "form.search input[name=q]")
+    search.send_keys(rid)
+    follow(b, b.find_element(By.CSS_SELECTOR, "form.search button"))
+    wait_until(lambda: b.refresh() or b.find_elements(By.CSS_SELECTOR, "table.runs tbody tr"), 15,
+               "the run in the search results")
+    (run_link,) = b.find_elements(By.CSS_SELECTOR, "table.runs tbody tr td:first-child a")
+    run_id = run_link.text
+    shot(b, "search")
+    follow(b, run_link)
+    assert b.find_element(By.TAG_NAME, "h1").text == f"Run {run_id}"
+    steps = {li.find_element(By.CSS_SELECTOR, ".step-head b").text: li for li in b.find_elements(By.CSS_SELECTOR, "li.step")}
+    assert list(steps) == ["shape"] and "transform" in steps["shape"].text, list(steps)
+    output = steps["shape"].find_element(By.CSS_SELECTOR, "pre").text
+    assert json.loads(output) == {"id": rid, "note": SCRIPT + IMG, "said": SCRIPT + IMG}, output
+    header = b.find_element(By.XPATH, "//table[@class='headers']//tr[th='x-note']/td").text
+    assert header == SCRIPT + IMG, header
+    inert(b)
+
+    # the dead job: replayed from the dead letters, then delivered
     def dead_row():
         b.get(server.url + UI + "/dlq")
         return b.find_elements(By.CSS_SELECTOR, "tr.state-dead")
@@ -107,9 +132,8 @@ def test_log_in_see_a_run_replay_a_dead_job_and_payloads_stay_text(browser, dest
     shot(b, "dlq")
     row = b.find_element(By.CSS_SELECTOR, "tr.state-dead")
     assert "400" in row.find_element(By.CSS_SELECTOR, "td.err").text, row.text
-
     follow(b, row.find_element(By.CSS_SELECTOR, "button.replay"))
-    assert b.find_element(By.CSS_SELECTOR, "p.notice").text == "The job was replayed: it is pending again."
+    assert b.find_element(By.CSS_SELECTOR, "p.notice").text == "The job was replayed."
 
     def delivered():
         b.refresh()
@@ -121,16 +145,30 @@ def test_log_in_see_a_run_replay_a_dead_job_and_payloads_stay_text(browser, dest
     inert(b)
     shot(b, "delivery")
 
+    # the run page now shows both attempts of its job
+    b.get(server.url + UI + f"/runs/{run_id}")
+    wait_until(lambda: b.refresh() or len(b.find_elements(By.CSS_SELECTOR, "table.attempts tr.outcome-done")) == 1,
+               15, "the delivered attempt on the run page")
+    outcomes = [tr.find_elements(By.TAG_NAME, "td")[2].text
+                for tr in b.find_elements(By.CSS_SELECTOR, "table.attempts tr[class^=outcome]")]
+    assert outcomes == ["dead", "done"], outcomes
+    inert(b)
+    shot(b, "run")
+
     b.get(server.url + UI + "/deliveries")
     assert b.find_elements(By.CSS_SELECTOR, "tr.state-done"), b.page_source[:500]
     shot(b, "deliveries")
     b.get(server.url + UI + "/")
-    names = [a.text for a in b.find_elements(By.CSS_SELECTOR, "table.pipelines td > a")]
-    assert names == ["ui-legacy", "ui-orders"], names
+    rows = {tr.find_element(By.CSS_SELECTOR, "td > a").text: [td.text for td in tr.find_elements(By.CSS_SELECTOR, "td.num")]
+            for tr in b.find_elements(By.CSS_SELECTOR, "table.pipelines tbody tr")}
+    assert list(rows) == ["ui-legacy", "ui-orders"], rows
+    assert rows["ui-legacy"][1:3] == ["3", "0"] and rows["ui-orders"][1:3] == ["1", "0"], rows   # last hour
+    assert rows["ui-legacy"][3].endswith(" ms") and rows["ui-legacy"][4].endswith(" ms"), rows   # p50, p99
     shot(b, "pipelines")
     follow(b, b.find_element(By.LINK_TEXT, "ui-legacy"))
     warnings = b.find_elements(By.CSS_SELECTOR, "ul.diagnostics li.warning")
     assert any("legacy-yaml" in w.text for w in warnings), [w.text for w in warnings]
+    assert len(b.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")) == 3
     shot(b, "pipeline")
 
     follow(b, b.find_element(By.CSS_SELECTOR, "form.logout button"))

@@ -11,18 +11,13 @@ from urllib.parse import unquote
 
 from dsl.compiler import compile_text
 
-from .. import admin
+from .. import admin, history
 from ..queue import STATES
 from .web import Response
 
-try:
-    from .. import history
-except ImportError:         # issue 15 part 5 lands separately; the pages say history is missing
-    history = None
-
 RUNS_SHOWN = 50
 JOBS_SHOWN = 200
-NOTICES = {"replayed": "The job was replayed: it is pending again.",
+NOTICES = {"replayed": "The job was replayed.",
            "replayed-all": "{n} dead job(s) replayed.",
            "purged": "{n} dead job(s) purged.",
            "purge-unconfirmed": "Nothing purged: tick the box to confirm.",
@@ -67,11 +62,10 @@ def _next(value: str) -> str:
 
 async def pipelines(seen):
     ui = seen.console
-    stats = await history.stats(ui.store, 3600) if history is not None else {}
+    stats = await history.stats(ui.store, 3600)
     rows = [{"name": p.name, "path": p.path, "methods": sorted(p.methods), "description": p.description,
              "branches": len(p.branches), "stats": stats.get(p.name)} for p in ui.pipelines()]
-    return ui.render(seen, "pipelines.html", rows=sorted(rows, key=lambda r: r["name"]), history=history is not None,
-                     nav="pipelines")
+    return ui.render(seen, "pipelines.html", rows=sorted(rows, key=lambda r: r["name"]), nav="pipelines")
 
 
 async def pipeline(seen, name):
@@ -81,7 +75,7 @@ async def pipeline(seen, name):
     if found is None:
         return ui.error(seen, 404, "Not Found", "No pipeline of that name is served.")
     source, diagnostics = await asyncio.get_running_loop().run_in_executor(None, _source, found.file)
-    runs = await history.list_runs(ui.store, pipeline=name, limit=RUNS_SHOWN) if history is not None else None
+    runs = await history.list_runs(ui.store, pipeline=name, limit=RUNS_SHOWN)
     marked = {d.line for d in diagnostics}
     lines = [{"n": n, "text": text, "marked": n in marked} for n, text in enumerate(source.splitlines(), 1)]
     return ui.render(seen, "pipeline.html", p=found, lines=lines, diagnostics=diagnostics, runs=runs,
@@ -110,7 +104,7 @@ class _Unreadable:
 
 async def run(seen, run_id):
     ui = seen.console
-    found = await history.get_run(ui.store, run_id) if history is not None else None
+    found = await history.get_run(ui.store, run_id)
     if found is None:
         return ui.error(seen, 404, "Not Found", "No run with that id is in the history (it may have aged out).")
     return ui.render(seen, "run.html", run=found, nav="runs")
@@ -119,13 +113,9 @@ async def run(seen, run_id):
 async def search(seen):
     """Runs matching ``q`` (run id, delivery id or a header value), and jobs with that id or delivery id."""
     ui, q = seen.console, seen.request.arg("q").strip()[:200]
-    runs = jobs = None
-    if q:
-        runs = await history.list_runs(ui.store, limit=RUNS_SHOWN, q=q) if history is not None else None
-        jobs = await _jobs_matching(ui.store, q)
-    elif history is not None:
-        runs = await history.list_runs(ui.store, limit=RUNS_SHOWN)
-    return ui.render(seen, "search.html", q=q, runs=runs, jobs=jobs, history=history is not None, nav="runs")
+    runs = await history.list_runs(ui.store, limit=RUNS_SHOWN, q=q or None)
+    jobs = await _jobs_matching(ui.store, q) if q else None
+    return ui.render(seen, "search.html", q=q, runs=runs, jobs=jobs, nav="runs")
 
 
 async def _jobs_matching(store, q):
