@@ -5,6 +5,7 @@
   b  Node-RED 5            http in -> json node with msg.schema (ajv) -> JSONata -> http response
   c  hookline serve        benchmarks/pipelines/bench-order.yaml, one process
   c2 hookline --workers 2  the same, two worker processes (not pinned)
+  (each hookline server gets --store sqlite:<tmp>/<key>.db of its own: run history is kept there)
 
 --suite async (issue 4), beside c:
   d  hookline serve benchmarks/pipelines-async --store sqlite:<tmp>/bench.db   202 + async branch
@@ -325,22 +326,25 @@ def nodered_server(schema):
     return s
 
 
-def hookline_server(key, workers, exe):
+def hookline_server(key, workers, exe, store_url):
+    """c/c2/cm: benchmarks/pipelines with a store of its own (run history is kept there:
+    never the checkout's hookline.db, never one shared by two servers being compared)."""
     if not exe.exists():
         raise NotStarted(f"{exe} not found (pip install -e . in the venv?)")
-    cmd = [str(exe), "serve", str(HERE / "pipelines"), "--host", "127.0.0.1", "--port", "{port}"]
+    cmd = [str(exe), "serve", str(HERE / "pipelines"), "--host", "127.0.0.1", "--port", "{port}",
+           "--store", store_url]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return Server(key, cmd, pin=(workers == 1), start_timeout=30.0)
 
 
-def baseline_server(source: Path):
+def baseline_server(source: Path, store_url):
     """c0: ``python -m engine serve`` from another checkout of Hookline (``--baseline``), e.g.
     the revision before a change, with this venv's packages: before and after in one run."""
     if not (source / "engine" / "__main__.py").exists():
         raise NotStarted(f"--baseline {source}: no engine/__main__.py there")
     cmd = [sys.executable, "-m", "engine", "serve", str(HERE / "pipelines"), "--host", "127.0.0.1",
-           "--port", "{port}"]
+           "--port", "{port}", "--store", store_url]
     return Server("c0", cmd, pin=True, env={"PYTHONPATH": str(source)}, cwd=source, start_timeout=30.0)
 
 
@@ -739,7 +743,8 @@ def main(argv=None):
     lua.write_text(WRK_LUA)
 
     durable = [k for k in keys if k in (*ASYNC_KEYS, "f")]
-    tmp = Path(tempfile.mkdtemp(prefix="hookline-bench-")) if durable else None
+    stored = durable or {"c", "c0", "c2", "cm"} & set(keys)        # hookline keeps run history
+    tmp = Path(tempfile.mkdtemp(prefix="hookline-bench-")) if stored else None
     token = uuid.uuid4().hex[:10]
     redis_prefix = f"bench-{token}:"
     secret = f"bench-secret-{uuid.uuid4().hex}"
@@ -780,12 +785,14 @@ def main(argv=None):
                     s = nodered_server(schema)
                     s.pin = pin
                 elif key in ("c", "c2", "cm"):
-                    s = hookline_server(key, 2 if key == "c2" else 1, args.hookline)
+                    store_url = f"sqlite:{tmp}/{key}.db"
+                    s = hookline_server(key, 2 if key == "c2" else 1, args.hookline, store_url)
                     if key == "cm":         # metrics on: counted, exposed on a port of their own
                         s.cmd += ["--metrics-port", str(free_port())]
                     s.pin = s.pin and pin
                 elif key == "c0":
-                    s = baseline_server(args.baseline.resolve())
+                    store_url = f"sqlite:{tmp}/c0.db"
+                    s = baseline_server(args.baseline.resolve(), store_url)
                     s.pin = pin
                 elif key in ASYNC_KEYS:
                     store_url = {"d": f"sqlite:{tmp}/bench.db", "d1": f"sqlite:{tmp}/bench-d1.db",
