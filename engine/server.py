@@ -462,7 +462,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         """The admin UI (engine/ui): HTML pages behind a session cookie."""
         raw = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         request = ui.Request(self.start.method, self.admin_path, _query(self.start.path.partition("?")[2]), raw,
-                             self.headers.get("Cookie"), https(self.conn, self.headers, self.app.trusted))
+                             self.headers.get("Cookie"), https(self.conn, self.headers, self.app.trusted),
+                             self.app.client_address(self.conn, self.headers))
         answer = await self.app.ui.handle(request)
         self.send(answer.status, answer.body, answer.content_type, answer.headers)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import quote
 
 import pytest
 import requests
+from hypothesis import given, strategies as st
 
-from conftest import ROOT
+from conftest import HTTP_PROPERTY_SETTINGS, ROOT
 from engine.ui.session import MAX_AGE_S, Sessions
 from test_async_delivery import (  # noqa: F401  (dest, servers, sqlite_store are fixtures)
     ADMIN, dest, redis_store, servers, sqlite_store, store, wait_until)
@@ -116,6 +118,8 @@ def test_the_login_form_refuses_a_wrong_token_and_sets_a_strict_httponly_cookie(
         assert resp.status_code == 401 and "Set-Cookie" not in resp.headers, (wrong, resp.headers)
         assert "That is not the admin token." in resp.text and resp.headers["Content-Type"] == HTML
         assert TOKEN not in resp.text
+    wait_until(lambda: "".join(server.lines).count("admin ui: login refused for 127.0.0.1: not the admin token") == 5,
+               10, "a warning per refused login")
     resp = requests.post(server.url + UI + "/login", data={"token": TOKEN, "next": "/ui/dlq"},
                          allow_redirects=False, timeout=10)
     assert resp.status_code == 303 and resp.headers["Location"] == UI + "/dlq", resp.headers
@@ -278,3 +282,56 @@ def test_a_search_is_shown_as_text(dest, servers, sqlite_store):
     page = s.get(server.url + UI + "/search", params={"q": q}, timeout=10).text
     assert "<script>alert" not in page and "<img" not in page, page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page, page
+
+
+def test_a_run_page_shows_each_call_with_its_status(dest, servers, sqlite_store):
+    server = ui_server(servers, dest, sqlite_store)
+    s = login(server)
+    ok, refused = f"ok-{uuid.uuid4().hex[:6]}", f"no-{uuid.uuid4().hex[:6]}"
+    dest.plan(refused, 503)
+    for rid, status in ((ok, 200), (refused, 502)):
+        resp = requests.post(server.url + "/u/lookup", json={"id": rid}, headers={"X-Request-Id": rid}, timeout=10)
+        assert resp.status_code == status, resp.text
+
+    def run_page(rid):
+        found = re.findall(r'href="/_hookline/ui/runs/([0-9a-f]+)"',
+                           s.get(server.url + UI + "/search", params={"q": rid}, timeout=10).text)
+        return s.get(server.url + UI + f"/runs/{found[0]}", timeout=10).text if found else ""
+    wait_until(lambda: run_page(refused), 10, "both runs recorded")
+    call = f"<td>ask</td><td><code>POST {dest.url}/recv</code></td><td>{{}}</td>"
+    assert call.format(200) in run_page(ok), run_page(ok)
+    page = run_page(refused)
+    assert call.format(503) in page, page
+    assert '<dt>Status</dt><dd class="bad">502</dd>' in page and "step &#39;ask&#39;: destination answered 503" in page
+
+
+def test_no_request_to_the_ui_gets_a_500_or_a_trace(dest, servers, sqlite_store):
+    """Random requests, mostly to the real pages with a valid session, with random query
+    parameters, form fields, paths and cookies: an answer of the UI's, never a failure."""
+    server = ui_server(servers, dest, sqlite_store)
+    good = login(server).cookies["hookline_ui"]
+    text = st.sampled_from(["dead", "yes", "/ui/dlq", "<script>", "0" * 70, "\x00", "%ff"]) | st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+    routes = [("GET", p.partition("?")[0]) for p in GET_PAGES] + [("POST", p) for p in POSTS] + [
+        ("POST", "/login"), ("GET", "/login"), ("GET", "/static/ui.css")]
+    # (no "." or ".." segment: the client resolves it, and the request would leave the UI)
+    segment = text.filter(lambda s: s not in (".", "..")).map(lambda s: quote(s, safe=""))
+    elsewhere = st.tuples(st.sampled_from(["GET", "POST", "HEAD", "PUT", "DELETE"]),
+                          st.lists(segment, max_size=4).map(lambda parts: "/" + "/".join(parts)))
+
+    @HTTP_PROPERTY_SETTINGS
+    @given(route=st.sampled_from(routes) | st.sampled_from(routes) | elsewhere,
+           query=st.dictionaries(st.sampled_from(["q", "state", "next", "done", "n"]), text, max_size=3),
+           form=st.dictionaries(st.sampled_from(["csrf", "token", "next", "confirm"]) | text, text, max_size=3),
+           cookie=st.just(good) | st.just(good) | st.sampled_from([None, good[:-1], "2|1:0|"]) | text)
+    def check(route, query, form, cookie):
+        method, path = route
+        headers = {} if cookie is None else {"Cookie": "hookline_ui=" + quote(cookie, safe="|:=")}
+        resp = requests.request(method, server.url + UI + path, params=query, data=form, headers=headers,
+                                allow_redirects=False, timeout=10)
+        assert resp.status_code in (200, 303, 400, 401, 403, 404, 405, 409), (resp.status_code, resp.text[:300])
+        assert "Traceback" not in resp.text and "Something failed" not in resp.text, resp.text[:300]
+        if resp.status_code != 303:
+            assert resp.headers["Content-Type"] in (HTML, "text/css; charset=utf-8"), resp.headers
+    check()
+    assert "admin ui:" not in "".join(line for line in server.lines if "ERROR" in line), server.log()

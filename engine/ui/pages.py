@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import hmac
 import json
+import logging
 import re
 from urllib.parse import unquote
 
@@ -15,6 +16,7 @@ from .. import admin, history
 from ..queue import STATES
 from .web import Response
 
+log = logging.getLogger("hookline")
 RUNS_SHOWN = 50
 JOBS_SHOWN = 200
 NOTICES = {"replayed": "The job was replayed.",
@@ -42,8 +44,10 @@ async def login(seen):
     form = req.form()
     given = form.get("token", "")
     if not hmac.compare_digest(given.encode("utf-8", "replace"), ui.token.encode()):
+        log.warning("admin ui: login refused for %s: not the admin token", req.client)
         return await login_form(seen, 401, wrong=True, after=form.get("next", ""))
     cookie, _ = ui.sessions.issue()
+    log.info("admin ui: login from %s", req.client)
     return ui.redirect(ui.prefix + _next(form.get("next", "")),
                        [ui.cookie(cookie, req.secure, ui.sessions.max_age_s)])
 

@@ -29,6 +29,7 @@ class Request:
     body: bytes = b""
     cookie_header: str | None = None
     secure: bool = False        # came over TLS, or from a trusted proxy saying https
+    client: str | None = None   # the client address (engine/clients.py), for the log
 
     def arg(self, name: str, default: str = "") -> str:
         value = self.query.get(name, default)
