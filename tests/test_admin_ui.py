@@ -1,18 +1,19 @@
 """The admin UI over HTTP (docs/operations.md#admin-ui): login, the session cookie, CSRF,
-security headers, error pages, and ``--workers 2``.
+security headers, error pages, redaction, a store that is down, and ``--workers 2``.
 
-Real ``hookline serve`` on tests/pipelines/ui (an order pipeline whose async branch
-calls the recording destination of test_async_delivery, and a pipeline lint warns
-about), ``requests`` as the browser. The Chromium end-to-end flow is in
-test_admin_ui_browser.py.
+Real ``hookline serve`` on tests/pipelines/ui — orders (an async branch to the recording
+destination of test_async_delivery), lookup (a call while the client waits), relay (a
+header the history redacts, copied into a job), legacy (a file lint warns about) — with
+``requests`` as the browser. The Chromium end-to-end flow is in test_admin_ui_browser.py.
 """
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import uuid
 from urllib.parse import quote
 
-import pytest
 import requests
 from hypothesis import given, strategies as st
 
@@ -20,6 +21,7 @@ from conftest import HTTP_PROPERTY_SETTINGS, ROOT
 from engine.ui.session import MAX_AGE_S, Sessions
 from test_async_delivery import (  # noqa: F401  (dest, servers, sqlite_store are fixtures)
     ADMIN, dest, redis_store, servers, sqlite_store, store, wait_until)
+from test_store_down import LEAKS, redis_server  # noqa: F401  (a fixture)
 
 UI_PIPELINES = ROOT / "tests" / "pipelines" / "ui"
 UI = ADMIN[0] + "/ui"
@@ -34,8 +36,8 @@ POSTS = ["/logout", "/dlq/replay", "/dlq/purge", "/dlq/abc/replay"]
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def ui_server(servers, dest, store, extra=()):
-    return servers([UI_PIPELINES], dest, store, extra=("--admin-prefix", ADMIN[0], *extra),
+def ui_server(servers, dest, store, extra=(), paths=(UI_PIPELINES,)):
+    return servers(list(paths), dest, store, extra=("--admin-prefix", ADMIN[0], *extra),
                    env={"HOOKLINE_ADMIN_TOKEN": TOKEN})
 
 
@@ -335,3 +337,42 @@ def test_no_request_to_the_ui_gets_a_500_or_a_trace(dest, servers, sqlite_store)
             assert resp.headers["Content-Type"] in (HTML, "text/css; charset=utf-8"), resp.headers
     check()
     assert "admin ui:" not in "".join(line for line in server.lines if "ERROR" in line), server.log()
+
+
+def test_a_jobs_stored_context_is_shown_with_credentials_redacted(dest, servers, sqlite_store):
+    server = ui_server(servers, dest, sqlite_store)
+    rid, secret = f"relay-{uuid.uuid4().hex[:6]}", "sender-credential-" + uuid.uuid4().hex
+    dest.plan(rid, 400)
+    resp = requests.post(server.url + "/u/relay", json={"id": rid}, headers={"X-Sender-Token": secret}, timeout=10)
+    assert resp.status_code == 202, resp.text
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    wait_until(lambda: requests.get(server.url + ADMIN[0] + "/dlq", headers=bearer, timeout=10).json(), 15, "dead")
+    (job,) = requests.get(server.url + ADMIN[0] + "/dlq", headers=bearer, timeout=10).json()
+    stored = requests.get(server.url + ADMIN[0] + f"/deliveries/{job['id']}", headers=bearer, timeout=10).json()
+    assert secret in json.dumps(stored["payload"]), stored     # it is in the store: the branch sends it on
+    page = login(server).get(server.url + UI + f"/deliveries/{job['id']}", timeout=10).text
+    assert secret not in page, page
+    assert "&#34;x-sender-token&#34;: &#34;[redacted]&#34;" in page, page
+    assert "&#34;token&#34;: &#34;[redacted]&#34;" in page, page        # copied by a step: masked too
+
+
+def test_while_the_store_is_down_the_pages_say_so(dest, servers, redis_server):
+    server = ui_server(servers, dest, redis_server.url)
+    s = login(server)
+    csrf = csrf_of(s.get(server.url + UI + "/dlq", timeout=10))
+    redis_server.kill()
+    for method, page in [("GET", "/"), ("GET", "/dlq"), ("GET", "/search?q=x"), ("GET", "/runs/abc"),
+                         ("GET", "/pipelines/ui-orders"), ("POST", "/dlq/replay")]:
+        resp = s.request(method, server.url + UI + page, data={"csrf": csrf}, allow_redirects=False, timeout=30)
+        assert resp.status_code == 503 and resp.headers["Content-Type"] == HTML, (page, resp.status_code)
+        assert "The store cannot be reached; retry later." in resp.text and not LEAKS.search(resp.text), resp.text
+    redis_server.start()
+    wait_until(lambda: s.get(server.url + UI + "/dlq", timeout=30).status_code == 200, 30, "the store back")
+
+
+def test_a_pipeline_file_gone_since_the_start_is_said_so(dest, servers, sqlite_store, tmp_path):
+    shutil.copytree(UI_PIPELINES, tmp_path / "ui")
+    server = ui_server(servers, dest, sqlite_store, paths=[tmp_path / "ui"])
+    (tmp_path / "ui" / "legacy.yaml").unlink()
+    page = login(server).get(server.url + UI + "/pipelines/ui-legacy", timeout=10)
+    assert page.status_code == 200 and "<b>error</b> <code>unreadable</code> No such file or directory" in page.text

@@ -161,7 +161,7 @@ def test_log_in_see_a_run_replay_a_dead_job_and_payloads_stay_text(browser, dest
     b.get(server.url + UI + "/")
     rows = {tr.find_element(By.CSS_SELECTOR, "td > a").text: [td.text for td in tr.find_elements(By.CSS_SELECTOR, "td.num")]
             for tr in b.find_elements(By.CSS_SELECTOR, "table.pipelines tbody tr")}
-    assert list(rows) == ["ui-legacy", "ui-lookup", "ui-orders"], rows
+    assert list(rows) == ["ui-legacy", "ui-lookup", "ui-orders", "ui-relay"], rows
     assert rows["ui-legacy"][1:3] == ["3", "0"] and rows["ui-orders"][1:3] == ["1", "0"], rows   # last hour
     assert rows["ui-legacy"][3].endswith(" ms") and rows["ui-legacy"][4].endswith(" ms"), rows   # p50, p99
     shot(b, "pipelines")

@@ -11,12 +11,16 @@ import re
 from urllib.parse import unquote
 
 from dsl.compiler import compile_text
+from dsl.errors import Diagnostic
+from dsl.verify import signature_headers
 
 from .. import admin, history
+from ..history import _mask as mask     # what a run record masks, the job page masks alike
 from ..queue import STATES
 from .web import Response
 
 log = logging.getLogger("hookline")
+ALWAYS_REDACTED = frozenset({"authorization", "cookie", "proxy-authorization"}) | signature_headers()
 RUNS_SHOWN = 50
 JOBS_SHOWN = 200
 NOTICES = {"replayed": "The job was replayed.",
@@ -92,16 +96,9 @@ def _source(file: str):
         with open(file, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        return "", [_Unreadable(file, str(getattr(exc, "strerror", None) or exc))]
+        return "", [Diagnostic(file, 1, 1, "unreadable", str(getattr(exc, "strerror", None) or exc))]
     _, diagnostics = compile_text(text, file, require_env=False)
     return text, sorted(diagnostics)
-
-
-class _Unreadable:
-    severity, code, line, col = "error", "unreadable", 1, 1
-
-    def __init__(self, file, message):
-        self.file, self.message = file, message
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -152,7 +149,32 @@ async def delivery(seen, ident):
     if not found:
         return ui.error(seen, 404, "Not Found", "No job or delivery has that id.")
     jobs = value["jobs"] if "jobs" in value else [value]
+    if "payload" in value:
+        pipeline = next((p for p in ui.pipelines() if p.name == value["pipeline"]), None)
+        value["payload"] = redacted(value["payload"], pipeline)
     return ui.render(seen, "delivery.html", ident=ident, jobs=jobs, one="jobs" not in value, nav="deliveries")
+
+
+def redacted(payload, pipeline):
+    """A job's stored context as the run history would record it: the values of the headers it
+    redacts shown as ``[redacted]``, and those values and the pipeline's ``${env:}``/``${file:}``
+    values masked wherever else they appear. (A pipeline not served now, or with its history
+    off: Authorization, Cookie and the signature headers.)
+
+        >>> redacted({"request": {"headers": {"authorization": "Bearer s3cret-token", "x-id": "1"}},
+        ...           "steps": {"copy": "token s3cret-token"}}, None)["steps"]
+        {'copy': 'token [redacted]'}
+    """
+    rules = pipeline.history if pipeline is not None else None
+    names = rules.redact if rules is not None else ALWAYS_REDACTED
+    secrets = list(rules.secrets) if rules is not None else []
+    headers = payload.get("request", {}).get("headers") if isinstance(payload, dict) else None
+    if isinstance(headers, dict):
+        for name in names & headers.keys():
+            values = headers[name] if isinstance(headers[name], list) else [headers[name]]
+            secrets += [part for v in values if isinstance(v, str) for part in (v, v.partition(" ")[2]) if part]
+            headers[name] = history.REDACTED
+    return mask(payload, sorted(set(secrets), key=len, reverse=True))
 
 
 async def replay(seen, job_id):
