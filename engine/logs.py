@@ -7,6 +7,12 @@ through :mod:`logging`'s per-record machinery, which costs ~10 µs a line: the
 request path appends a formatted line to a buffer that is written once per
 event-loop iteration (:class:`AccessLog`).
 
+Every worker of ``serve --workers N`` writes to the same standard error, often a
+pipe (a container runtime, journald). Lines go out in writes of whole lines of
+at most ``PIPE_BUF`` bytes (:func:`write_lines`), which a pipe keeps whole even
+when it is full and several processes wait to write: one process's line never
+lands inside another's.
+
 What never goes in: request or response bodies, header values (so no
 ``Authorization``, cookie or signature), query strings (an API key may be one).
 The path is logged without its query.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import sys
 import threading
 import time
@@ -28,6 +35,7 @@ import orjson
 
 FORMATS = ("text", "json")
 ACCESS = "hookline.access"
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)   # a pipe writes this many bytes or fewer at once, whole
 _PID = os.getpid()
 
 
@@ -75,9 +83,27 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+def write_lines(fd: int, data: bytes) -> None:
+    """Write ``data`` (lines, each ending in a newline) to ``fd`` in pieces of whole lines of
+    at most :data:`PIPE_BUF` bytes (a longer line alone), continuing after a short write.
+
+    A pipe writes a piece that small in one go, never mixed with what other processes
+    write to it; one large write may be split around theirs when the pipe is full."""
+    start, size = 0, len(data)
+    while start < size:
+        end = start + PIPE_BUF
+        if end < size:
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= 0 else (data.find(b"\n", end) + 1 or size)
+        piece = memoryview(data)[start:end]
+        while piece:
+            piece = piece[os.write(fd, piece):]
+        start = end
+
+
 class _Handler(logging.StreamHandler):
-    """Standard error; writes the access lines waiting in the buffer first, so that lines
-    keep their order."""
+    """Standard error, a record at a time in whole lines (:func:`write_lines`); writes the
+    access lines waiting in the buffer first, so that lines keep their order."""
 
     def __init__(self, access):
         super().__init__(sys.stderr)
@@ -85,7 +111,16 @@ class _Handler(logging.StreamHandler):
 
     def emit(self, record):
         self.access.flush_here()
-        super().emit(record)
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):       # not a file (a test's capture)
+            return super().emit(record)
+        try:
+            line = self.format(record) + "\n"
+            self.stream.flush()         # anything written to sys.stderr directly goes first
+            write_lines(fd, line.encode("utf-8", "replace"))
+        except Exception:
+            self.handleError(record)
 
 
 class AccessLog:
@@ -94,7 +129,7 @@ class AccessLog:
 
     def __init__(self, fmt: str = "text", out=None):
         self.format = self._json if fmt == "json" else self._text
-        self.out = out or (lambda data: os.write(2, data))
+        self.out = out or (lambda data: write_lines(2, data))
         self.lines: list = []
         self.owner = threading.get_ident()
 

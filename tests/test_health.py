@@ -4,13 +4,15 @@ prefix and on ``--metrics-port``; ready is 503 while the store is down and while
 server drains after SIGTERM."""
 from __future__ import annotations
 
+import re
 import signal
 import time
 
 import pytest
 import requests
+import yaml
 
-from conftest import ROOT
+from conftest import HOOKLINE, ROOT, Proc, free_port
 from test_async_delivery import _children, dest, redis_store, sqlite_store, store, wait_until  # noqa: F401
 from test_logs import access_lines
 from test_metrics import ENV, PIPELINES, PREFIX, Ops, samples, value
@@ -125,5 +127,41 @@ def test_without_an_admin_prefix_or_a_metrics_port_there_are_no_probes(dest, sql
     try:
         assert requests.get(proc.url + PREFIX + "/health/live", timeout=10).status_code == 404
         assert requests.get(proc.url + PREFIX + "/metrics", timeout=10).status_code == 404
+    finally:
+        proc.stop()
+
+
+# Kubernetes' Container fields (core/v1), to catch a pod field (terminationGracePeriodSeconds)
+# written into a container, where Kubernetes would refuse it
+CONTAINER_FIELDS = {"name", "image", "imagePullPolicy", "command", "args", "workingDir", "ports", "env", "envFrom",
+                    "resources", "volumeMounts", "volumeDevices", "livenessProbe", "readinessProbe", "startupProbe",
+                    "lifecycle", "terminationMessagePath", "terminationMessagePolicy", "securityContext", "stdin",
+                    "stdinOnce", "tty", "resizePolicy", "restartPolicy"}
+
+
+def doc_pod_specs() -> list[dict]:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    blocks = re.findall(r"<!-- kubernetes-probes -->\s*<!-- fragment -->\s*```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2, "docs/operations.md should show two probe set-ups (admin prefix, --metrics-port)"
+    return [yaml.safe_load(block)["spec"] for block in blocks]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["admin-prefix", "metrics-port"])
+def test_the_documented_kubernetes_probes_answer_200_on_a_server_started_as_documented(which, dest, sqlite_store):
+    spec = doc_pod_specs()[which]
+    [container] = spec["containers"]
+    assert set(container) <= CONTAINER_FIELDS, set(container) - CONTAINER_FIELDS
+    assert spec["terminationGracePeriodSeconds"] > 10      # longer than --shutdown-timeout's default
+    ports = {p["containerPort"]: free_port() for p in container["ports"]}
+    args = [str(PIPELINES) if a == "/pipelines" else "127.0.0.1" if a == "0.0.0.0" else a for a in container["args"]]
+    args = [str(ports.get(int(a), a)) if a.isdigit() and int(a) in ports else a for a in args]
+    url = f"http://127.0.0.1:{ports[8080]}"
+    proc = Proc([*HOOKLINE, *args, "--store", sqlite_store], {**ENV, "DEST_URL": dest.url}, url)
+    try:
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            answer = requests.get(f"http://127.0.0.1:{ports[get['port']]}{get['path']}", timeout=10)
+            assert answer.status_code == 200, (probe, answer.text)
+            assert answer.json()["status"] == ("live" if probe == "livenessProbe" else "ready")
     finally:
         proc.stop()

@@ -5,14 +5,18 @@ Authorization value, a query string or a body, however the request ends."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
+import time
 import uuid
 
 import pytest
 import requests
 
 from test_async_delivery import _children, dest, redis_store, sqlite_store, store, wait_until  # noqa: F401 (fixtures)
-from test_metrics import ENV, PREFIX, TOKEN, Ops, github
+from conftest import start_hookline
+from test_metrics import ENV, PIPELINES, PREFIX, TOKEN, Ops, github
 
 MARK = "leak-" + uuid.uuid4().hex       # in every credential, signature, query and body sent
 TEXT_ACCESS = re.compile(r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO hookline\.access\[(?P<pid>\d+)\]: "
@@ -148,3 +152,48 @@ def test_with_two_workers_each_writes_its_own_whole_json_access_lines(json_ops):
     mine = [d for d in every if d["logger"] == "hookline.access" and d["pipeline"] == "ops-sync"]
     assert len(mine) == sent and all(d["status"] == 200 and d["path"] == "/o/sync" for d in mine), mine
     assert len({d["run_id"] for d in mine}) == sent      # one line per request, none twice
+
+
+def test_lines_of_two_workers_never_tear_each_other_when_the_log_reader_lags(dest, sqlite_store):
+    """Two HTTP workers share standard error. When whatever reads it (a container runtime,
+    journald) falls behind, the pipe fills and a write waits for room: a write of more than
+    PIPE_BUF bytes may then be split around another process's. The log is read slowly here
+    while 48 clients keep both workers busy (a batch of access lines outgrows PIPE_BUF); every line must still be one whole JSON object."""
+    proc = start_hookline([PIPELINES], env={**ENV, "DEST_URL": dest.url}, workers=2, tail=False,
+                          extra=("--store", sqlite_store, "--log-format", "json"))
+    chunks, fd = [], proc.proc.stdout.fileno()
+
+    def read_slowly():                   # ~1 MB/s at most: far less than two busy workers write
+        while chunk := os.read(fd, 512):
+            chunks.append(chunk)
+            time.sleep(0.0005)
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    answered, until = [], time.monotonic() + 60
+
+    def client():
+        with requests.Session() as session:
+            while len(answered) < 4000 and time.monotonic() < until:
+                answered.append(session.post(proc.url + "/o/sync", json={"id": 1}, timeout=30).status_code)
+    clients = [threading.Thread(target=client) for _ in range(48)]
+    try:
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+    finally:
+        proc.stop()
+    reader.join(30)
+    lines = b"".join(chunks).decode().splitlines()
+    torn = [line for line in lines if not _json_object(line)]
+    assert torn == [], f"{len(torn)} of {len(lines)} lines are not one JSON object, e.g. {torn[:2]}"
+    access = [json.loads(line) for line in lines if json.loads(line)["logger"] == "hookline.access"]
+    assert len({a["pid"] for a in access}) == 2 and len(access) >= len(answered) >= 4000, \
+        (len(access), len(answered))
+
+
+def _json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False

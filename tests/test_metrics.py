@@ -387,7 +387,9 @@ def test_job_gauges_and_deliveries_counted_once_with_two_delivery_workers(dest, 
 
         def all_waiting(text):
             found = samples(text)
-            assert jobs(found) == [6, 0, 0] and tried(found, "retry") == 6 and tried(found, "done") == 0
+            seen = (jobs(found), [tried(found, o) for o in ("retry", "done", "dead")],
+                    [(c.rid, c.status) for c in dest.calls])
+            assert seen[:2] == ([6, 0, 0], [6, 0, 0]), (seen, proc.log.text()[-3000:])
         eventually(scrape, all_waiting, 30)
         before = time.time()
         found = samples(scrape())
@@ -416,3 +418,29 @@ def test_job_gauges_and_deliveries_counted_once_with_two_delivery_workers(dest, 
         eventually(scrape, counted_once, 30)
     finally:
         proc.stop()
+
+
+def doc_metrics_table() -> dict:
+    """docs/operations.md's metrics table: ``{name: (type, frozenset of labels)}``."""
+    section = DOC.read_text().partition("\n## Metrics\n")[2].partition("\n## ")[0]
+    rows = re.findall(r"^\| `(hookline_\w+)` \| (\w+) \|([^|]*)\|", section, re.M)
+    assert len(rows) >= 13, rows
+    return {name: (kind, frozenset(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+
+
+def test_the_metrics_table_documents_exactly_what_is_exposed(dest, sqlite_store):
+    """Every name in docs/operations.md's table is exposed with the type and labels written
+    there, and every hookline_ metric exposed is in the table."""
+    server = Ops(dest, sqlite_store, workers=1)
+    try:
+        assert requests.post(server.url + "/o/sync", json={"id": 1}, timeout=10).status_code == 200
+        assert requests.post(server.url + "/o/sync", json={}, timeout=10).status_code == 422    # a refusal
+        assert requests.post(server.url + "/o/fails", json={}, timeout=10).status_code == 502   # a call
+        exposed = {}
+        for family in text_string_to_metric_families(server.scrape()):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exposed[name] = (family.type, frozenset(k for s in family.samples for k in s.labels) - {"le"})
+    finally:
+        server.proc.stop()
+    assert all(name.startswith("hookline_") for name in exposed), exposed
+    assert doc_metrics_table() == exposed
