@@ -220,6 +220,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     counters.flush()
     if access is not None:
         access.flush()
+    tracing.finish()
     return 0
 
 
@@ -257,6 +258,7 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
         opening.cancel()
     await store.close()
     await outbound.close()
+    tracing.finish()
     return 0
 
 

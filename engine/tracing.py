@@ -6,7 +6,9 @@ traces (``OTEL_TRACES_EXPORTER`` other than ``none``, or an OTLP endpoint), and
 and the request path pays one test of a module global (``TRACER is None``).
 
 :func:`start` is called once in every process that serves or delivers (after the
-fork: the exporter's thread does not survive one). Spans (HTTP semantic conventions):
+fork: the exporter's thread does not survive one), and :func:`finish` when it stops
+(a forked worker leaves with ``os._exit``, which runs no ``atexit``: the spans of
+its last seconds would be lost). Spans (HTTP semantic conventions):
 
 - a server span per request to a pipeline (``http.request.method``, ``url.path``,
   ``http.route`` = the pipeline's path template, ``http.response.status_code``,
@@ -34,6 +36,7 @@ import os
 log = logging.getLogger("hookline")
 
 TRACER = None           # an opentelemetry Tracer once start() turned tracing on, else None
+_OWNED = None           # the TracerProvider start() made (finish() shuts it down), else None
 KEY = "_trace"          # the stored job document's traceparent; removed before the branch runs
 _api = None             # the opentelemetry modules used per span, imported by start()
 
@@ -72,6 +75,17 @@ def start(provider=None) -> bool:
     return True
 
 
+def finish() -> None:
+    """Export the spans this process still holds and stop exporting (at most the exporter's
+    timeout, ``OTEL_EXPORTER_OTLP_TIMEOUT``, when the collector does not answer). Called by
+    each worker as it stops, and at exit; a second call does nothing."""
+    global _OWNED
+    provider, _OWNED = _OWNED, None
+    if provider is not None:
+        stop()
+        provider.shutdown()
+
+
 def stop() -> None:
     """Turn tracing off in this process (the tests; a provider is shut down by its owner)."""
     global TRACER, _api
@@ -81,6 +95,7 @@ def stop() -> None:
 def _provider():
     """A TracerProvider exporting as the ``OTEL_*`` variables say (the SDK reads them:
     endpoint, headers, service name, resource attributes, sampler, batch delays)."""
+    global _OWNED
     import atexit
 
     from opentelemetry.sdk.resources import Resource
@@ -102,7 +117,8 @@ def _provider():
     resource = Resource.create({"service.name": "hookline"}).merge(Resource.create())   # OTEL_SERVICE_NAME wins
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    atexit.register(provider.shutdown)
+    _OWNED = provider
+    atexit.register(finish)
     return provider
 
 

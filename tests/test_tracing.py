@@ -230,6 +230,33 @@ def test_with_two_workers_a_job_accepted_in_one_process_is_delivered_in_another_
     assert sent >= set(traces)          # the destination got each delivery's trace
 
 
+def test_a_worker_exports_the_spans_it_still_holds_when_it_stops(pipeline_dir, sqlite_store):
+    """Spans are exported in batches (every 5 s by default, 60 s here): on SIGTERM every
+    worker of ``--workers 2`` and the delivery worker export what they still hold before
+    they exit, so the last requests before a restart are traced too."""
+    receiver, destination = _Recorder(), _Recorder()
+    env = {"DEST_URL": destination.url, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+           "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    proc = start_hookline([pipeline_dir], env=env, workers=2, extra=("--store", sqlite_store))
+    traces = [f"{n:032x}" for n in range(0xb1, 0xb5)]
+    try:
+        for trace in traces:
+            r = requests.post(f"{proc.url}/t/acme/orders", json={"id": trace},
+                              headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}, timeout=10)
+            assert r.status_code == 200, r.text
+        _wait(lambda: sum(p == "/async" for p, _, _ in destination.taken()) >= len(traces))
+        assert _spans(receiver) == []           # still held: the batch is not due for a minute
+        assert proc.stop(20) == 0
+        spans = _spans(receiver)
+    finally:
+        proc.stop()
+        receiver.shutdown()
+        destination.shutdown()
+    served = {s["trace"] for s in spans if s["attributes"].get("http.route") == "/t/{shop}/orders"}
+    delivered = {s["trace"] for s in spans if s["attributes"].get("hookline.branch") == "later"}
+    assert served == delivered == set(traces), (served, delivered)
+
+
 def test_no_otel_variables_no_spans_and_no_import(pipeline_dir):
     receiver, destination = _Recorder(), _Recorder()
     proc = start_hookline([pipeline_dir], env={"DEST_URL": destination.url})
