@@ -3,7 +3,8 @@ security headers, error pages, redaction, a store that is down, and ``--workers 
 
 Real ``hookline serve`` on tests/pipelines/ui — orders (an async branch to the recording
 destination of test_async_delivery), lookup (a call while the client waits), relay (a
-header the history redacts, copied into a job), legacy (a file lint warns about) — with
+header the history redacts, copied into a job), legacy (a file lint warns about), quiet
+(not recorded) — with
 ``requests`` as the browser. The Chromium end-to-end flow is in test_admin_ui_browser.py.
 """
 from __future__ import annotations
@@ -249,6 +250,11 @@ def test_the_pipeline_page_shows_its_source_and_lint_warnings(dest, servers, sql
     assert '<tr id="L9" class="marked"><td class="ln">9</td><td><pre>    X-Legacy: on</pre>' in page, page
     clean = s.get(server.url + UI + "/pipelines/ui-orders", timeout=10).text
     assert "No diagnostics" in clean and "<pre>          body: request.body</pre>" in clean
+    assert requests.get(server.url + "/u/quiet", timeout=10).json() == "ok"
+    quiet = re.search(r'<tr>\s*<td><a href="[^"]*/ui-quiet">.*?</tr>', s.get(server.url + UI + "/", timeout=10).text,
+                      re.S).group(0)
+    assert "not recorded (<code>receive.history: false</code>)" in quiet, quiet
+    assert "This pipeline records no runs" in s.get(server.url + UI + "/pipelines/ui-quiet", timeout=10).text
 
 
 def test_a_session_and_the_run_pages_work_on_every_worker(dest, servers, store):

@@ -104,6 +104,8 @@ def test_log_in_see_a_run_replay_a_dead_job_and_payloads_stay_text(browser, dest
     assert resp.status_code == 200, resp.text
     for _ in range(3):
         assert requests.get(server.url + "/u/legacy", timeout=10).status_code == 200
+    dest.plan("lookup-refused", 503)       # a run that fails: the destination answers 503, the client 502
+    assert requests.post(server.url + "/u/lookup", json={"id": "lookup-refused"}, timeout=10).status_code == 502
 
     # the run: found by a header value from the search box, then step by step
     search = b.find_element(By.CSS_SELECTOR, "form.search input[name=q]")
@@ -161,8 +163,9 @@ def test_log_in_see_a_run_replay_a_dead_job_and_payloads_stay_text(browser, dest
     b.get(server.url + UI + "/")
     rows = {tr.find_element(By.CSS_SELECTOR, "td > a").text: [td.text for td in tr.find_elements(By.CSS_SELECTOR, "td.num")]
             for tr in b.find_elements(By.CSS_SELECTOR, "table.pipelines tbody tr")}
-    assert list(rows) == ["ui-legacy", "ui-lookup", "ui-orders", "ui-relay"], rows
+    assert list(rows) == ["ui-legacy", "ui-lookup", "ui-orders", "ui-quiet", "ui-relay"], rows
     assert rows["ui-legacy"][1:3] == ["3", "0"] and rows["ui-orders"][1:3] == ["1", "0"], rows   # last hour
+    assert rows["ui-lookup"][1:3] == ["1", "1"], rows
     assert rows["ui-legacy"][3].endswith(" ms") and rows["ui-legacy"][4].endswith(" ms"), rows   # p50, p99
     shot(b, "pipelines")
     follow(b, b.find_element(By.LINK_TEXT, "ui-legacy"))

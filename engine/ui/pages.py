@@ -72,7 +72,8 @@ async def pipelines(seen):
     ui = seen.console
     stats = await history.stats(ui.store, 3600)
     rows = [{"name": p.name, "path": p.path, "methods": sorted(p.methods), "description": p.description,
-             "branches": len(p.branches), "stats": stats.get(p.name)} for p in ui.pipelines()]
+             "branches": len(p.branches), "recorded": p.history is not None, "stats": stats.get(p.name)}
+            for p in ui.pipelines()]
     return ui.render(seen, "pipelines.html", rows=sorted(rows, key=lambda r: r["name"]), nav="pipelines")
 
 
