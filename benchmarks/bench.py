@@ -6,6 +6,8 @@
   c  hookline serve        benchmarks/pipelines/bench-order.yaml, one process
   c2 hookline --workers 2  the same, two worker processes (not pinned)
   (each hookline server gets --store sqlite:<tmp>/<key>.db of its own: run history is kept there)
+--suite history (issue 15 part 5), beside c:
+  cn hookline serve, the same pipeline with receive.history: false (nothing recorded)
 
 --suite async (issue 4), beside c:
   d  hookline serve benchmarks/pipelines-async --store sqlite:<tmp>/bench.db   202 + async branch
@@ -28,7 +30,7 @@ Each server is checked for correctness first, then warmed up, then timed in inte
 request (utime+stime of the server's process tree from /proc, before/after each round).
 Ratios c/a, c/b, c2/a are of median req/s (> 1: Hookline serves more).
 
-Usage: .venv/bin/python benchmarks/bench.py [--suite core|async|verify|all] [--quick] [--rounds N]
+Usage: .venv/bin/python benchmarks/bench.py [--suite core|async|verify|metrics|history|all] [--quick] [--rounds N]
                                            [--duration S] [--only a,b,c,...]
 """
 import argparse
@@ -68,9 +70,9 @@ from handler_a import EXPR  # noqa: E402  (the JMESPath expression, shared with 
 import nodered_flows  # noqa: E402
 
 LABELS = {"a": "handler", "b": "nodered", "c": "hookline", "c0": "hookline-base", "cm": "hookline-metr",
-          "c2": "hookline-w2",
+          "cn": "hookline-nohist", "c2": "hookline-w2",
           "d": "async-sqlite", "e": "async-redis", "d1": "sqlite-dlv@1", "e1": "redis-dlv@1", "f": "signed"}
-SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "metrics": "c,cm",
+SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "metrics": "c,cm", "history": "c,cn",
           "all": "a,b,c,d,e,d1,e1,f"}
 ASYNC_KEYS = ("d", "e", "d1", "e1")
 DELIVERY_COMM = "hookline-delive"   # the delivery worker's process name (engine/serve.py)
@@ -78,6 +80,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET_ASYNC_RATIO = 0.70        # issue 4: async ack throughput >= 0.70 x sync (c)
 TARGET_ASYNC_P99_MS = 20.0       # issue 4: p99 ack latency < 20 ms at 32 concurrent clients
 TARGET_METRICS_RATIO = 0.90      # issue 15: req/s with metrics on >= 0.90 x without
+TARGET_HISTORY_RATIO = 0.90      # issue 15 part 5: req/s with the run history on >= 0.90 x off
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -326,16 +329,26 @@ def nodered_server(schema):
     return s
 
 
-def hookline_server(key, workers, exe, store_url):
-    """c/c2/cm: benchmarks/pipelines with a store of its own (run history is kept there:
+def hookline_server(key, workers, exe, store_url, pipelines=HERE / "pipelines"):
+    """c/c2/cm/cn: ``pipelines`` with a store of its own (run history is kept there:
     never the checkout's hookline.db, never one shared by two servers being compared)."""
     if not exe.exists():
         raise NotStarted(f"{exe} not found (pip install -e . in the venv?)")
-    cmd = [str(exe), "serve", str(HERE / "pipelines"), "--host", "127.0.0.1", "--port", "{port}",
+    cmd = [str(exe), "serve", str(pipelines), "--host", "127.0.0.1", "--port", "{port}",
            "--store", store_url]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return Server(key, cmd, pin=(workers == 1), start_timeout=30.0)
+
+
+def unrecorded_pipelines(tmp: Path) -> Path:
+    """cn: benchmarks/pipelines with ``receive.history: false`` added (schema paths made absolute)."""
+    out = tmp / "pipelines-nohistory"
+    out.mkdir(exist_ok=True)
+    for source in (HERE / "pipelines").glob("*.yaml"):
+        text = source.read_text().replace("../../pipelines/schemas", str(ROOT / "pipelines" / "schemas"))
+        (out / source.name).write_text(text.replace("  methods: [POST]\n", "  methods: [POST]\n  history: false\n"))
+    return out
 
 
 def baseline_server(source: Path, store_url):
@@ -620,6 +633,17 @@ def summarise_metrics(results, by_key):
                   f"{verdict(float(r), ok, p, paired_ok)}")
 
 
+def summarise_history(results, by_key):
+    """Issue 15 part 5: c (the run history on, the default) against cn (receive.history: false)."""
+    r, p = ratio(results, "c", "cn"), paired_ratio(by_key, "c", "cn")
+    print(f"ratio c/cn={r}\nratio_paired c/cn={p}\ncpu_ratio c/cn={ratio(results, 'c', 'cn', 'cpu_us')}")
+    if r != "n/a":
+        ok = float(r) >= TARGET_HISTORY_RATIO
+        paired_ok = float(p) >= TARGET_HISTORY_RATIO if p != "n/a" else None
+        print(f"target issue 15: c/cn req/s >= {TARGET_HISTORY_RATIO:.2f}: {r} (paired {p}) "
+              f"{verdict(float(r), ok, p, paired_ok)}")
+
+
 def summarise_async(results, by_key, keys, held=False):
     ks = [k for k in ASYNC_KEYS if k in keys]
     if held:
@@ -743,7 +767,7 @@ def main(argv=None):
     lua.write_text(WRK_LUA)
 
     durable = [k for k in keys if k in (*ASYNC_KEYS, "f")]
-    stored = durable or {"c", "c0", "c2", "cm"} & set(keys)        # hookline keeps run history
+    stored = durable or {"c", "c0", "c2", "cm", "cn"} & set(keys)        # hookline keeps run history
     tmp = Path(tempfile.mkdtemp(prefix="hookline-bench-")) if stored else None
     token = uuid.uuid4().hex[:10]
     redis_prefix = f"bench-{token}:"
@@ -784,9 +808,10 @@ def main(argv=None):
                 elif key == "b":
                     s = nodered_server(schema)
                     s.pin = pin
-                elif key in ("c", "c2", "cm"):
+                elif key in ("c", "c2", "cm", "cn"):
                     store_url = f"sqlite:{tmp}/{key}.db"
-                    s = hookline_server(key, 2 if key == "c2" else 1, args.hookline, store_url)
+                    s = hookline_server(key, 2 if key == "c2" else 1, args.hookline, store_url,
+                                        unrecorded_pipelines(tmp) if key == "cn" else HERE / "pipelines")
                     if key == "cm":         # metrics on: counted, exposed on a port of their own
                         s.cmd += ["--metrics-port", str(free_port())]
                     s.pin = s.pin and pin
@@ -921,6 +946,8 @@ def main(argv=None):
         summarise_verify(results, by_key)
     if "cm" in keys or "cm" in failed:
         summarise_metrics(results, by_key)
+    if "cn" in keys or "cn" in failed:
+        summarise_history(results, by_key)
     print(f"loadavg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 1 if failed or any(k not in results for k in keys) else 0
 

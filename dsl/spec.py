@@ -20,7 +20,7 @@ DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_DEDUPE_TTL = 86_400
 BRANCH_ID = r"^[a-z0-9][a-z0-9_-]*$"
 TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_-]*$"
-HISTORY_DEFAULTS = {"keep": 1000, "max_age": "7d", "body_bytes": 8192}
+HISTORY_DEFAULTS = {"keep": 1000, "max_age": "7d", "body_bytes": 4096}
 DURATION = r"^[1-9][0-9]{0,8}[smhd]$"
 RETRY_DEFAULTS = {"max_attempts": 12, "initial_s": 1, "max_s": 3600, "max_age_s": 259_200}
 
@@ -152,7 +152,7 @@ HISTORY = doc({"type": ["boolean", "object"], "additionalProperties": False, "pr
                    "How long a run is kept: seconds, or a number with s, m, h or d (default `7d`)."),
     "body_bytes": doc({"type": "integer", "minimum": 0, "default": HISTORY_DEFAULTS["body_bytes"]},
                       "Bytes kept of the request body, of the response body and of each step's output "
-                      "(default 8192); the rest is cut."),
+                      "(default 4096); the rest is cut."),
     "redact_headers": doc({"type": "array", "uniqueItems": True,
                            "items": {"type": "string", "pattern": r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"}},
                           "More request headers whose values are never recorded (Authorization, Cookie, "

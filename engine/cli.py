@@ -40,7 +40,8 @@ def _parser():
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                        help="on SIGTERM, wait this long for running requests (default 10)")
     serve.add_argument("--store", default="sqlite:hookline.db", metavar="URL",
-                       help="where async jobs and dedupe keys live: sqlite:PATH (default sqlite:hookline.db), "
+                       help="where async jobs, dedupe keys and the run history live: sqlite:PATH (default "
+                            "sqlite:hookline.db), "
                             "redis://HOST:PORT/DB")
     serve.add_argument("--max-backlog", type=int, default=100_000, metavar="N",
                        help="answer 503 to new async requests while N jobs wait (default 100000)")

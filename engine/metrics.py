@@ -121,9 +121,12 @@ class Metrics:
                              ("pipeline",))
         self.store_errors = c("hookline_store_errors", "Store operations that failed (store unreachable, "
                               "disk full)")
+        self.history_dropped = c("hookline_history_dropped", "Runs and delivery attempts the run history "
+                                 "dropped because its buffer was full (the store was slow or unavailable)")
         self._kept: dict = {}       # (family, label values) -> _Count or _Timing
         self._requests: dict = {}   # (pipeline, method, status) -> _Count: the hottest lookup, flat
         self._store_errors = self._count(self.store_errors)
+        self._history_dropped = self._count(self.history_dropped)
 
     def _count(self, family, *labels) -> _Count:
         key = (family, labels)
@@ -156,6 +159,9 @@ class Metrics:
 
     def store_error(self) -> None:
         self._store_errors.n += 1
+
+    def dropped_run(self) -> None:
+        self._history_dropped.n += 1
 
     def delivered(self, pipeline: str, branch: str, outcome: str, seconds: float) -> None:
         """One delivery attempt: ``outcome`` is done, retry or dead."""
@@ -251,6 +257,9 @@ class _Off:
         pass
 
     def store_error(self):
+        pass
+
+    def dropped_run(self):
         pass
 
     def delivered(self, pipeline, branch, outcome, seconds):

@@ -142,12 +142,12 @@ def _recorded(pipelines) -> bool:
     return any(p.history is not None for p in pipelines)
 
 
-def _recorder(store, pipelines, outage):
+def _recorder(store, pipelines, outage, counters):
     """The run history's recorder and its flushing task, or ``(None, None)``."""
     if store is None or not _recorded(pipelines):
         return None, None
     from .history import Recorder
-    recorder = Recorder(store, outage=outage)
+    recorder = Recorder(store, outage=outage, metrics=counters)
     return recorder, asyncio.get_running_loop().create_task(recorder.run())
 
 
@@ -183,7 +183,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
             nudge = deliverer.wake.set
         else:
             nudge = Nudge(wake_fds)
-    recorder, recording = _recorder(store, pipelines, outage)
+    recorder, recording = _recorder(store, pipelines, outage, counters)
     if deliverer is not None:
         deliverer.history = recorder
     app = App(pipelines, outbound, store, backlog, nudge, admin, trusted, outage, counters, access, recorder)
@@ -238,7 +238,7 @@ async def _deliver(pipelines, wake_fd, shutdown_timeout, store_url, visibility_s
     store, opening = await _open_store(store_url, outage, "nothing is delivered", for_delivery=True)
     os.nice(nice)     # this thread and those it starts later; the store's writer thread keeps
                       # the HTTP workers' priority, as it holds a lock they may wait for
-    recorder, recording = _recorder(store, pipelines, outage)
+    recorder, recording = _recorder(store, pipelines, outage, counters)
     deliverer = Deliverer(store, pipelines, outbound, visibility_s=visibility_s, outage=outage, metrics=counters,
                           history=recorder)
     watch_wake(wake_fd, deliverer.wake)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from engine import history
 from engine.queue import open_store
 from test_async_delivery import (  # noqa: F401  (fixtures, re-exported for pytest)
@@ -240,13 +240,16 @@ def test_the_memory_store_keeps_runs_in_the_server(dest, servers):
 
 def test_runs_from_both_workers_are_visible(dest, servers, store):
     server = serve(servers, dest, store, extra=("--workers", "2"))
-    for i in range(40):
-        with requests.Session() as session:      # a new connection each: the kernel spreads them
+    for i in range(400):          # a new connection each, until both workers have served some
+        with requests.Session() as session:
             assert session.post(server.url + "/h/plain", json={"n": i}, timeout=10).status_code == 200
-    listed = {r["run_id"] for r in wait_runs(server, 40, pipeline="hist-plain", limit=100)}
+        if i >= 20 and len(set(run_ids("".join(server.lines)).values())) == 2:
+            break
+    wait_until(lambda: len(set(run_ids("".join(server.lines)).values())) == 2, 10, "access lines of both workers")
     served = run_ids("".join(server.lines))
-    pids = {served[r] for r in listed if r in served}
-    assert len(pids) == 2, f"runs listed from workers {pids}; the access lines name {set(served.values())}"
+    wait_until(lambda: set(served) <= {r["run_id"] for r in runs(server, pipeline="hist-plain", limit=1000)}, 15,
+               f"all {len(served)} runs listed", poll=0.2)
+    assert len(set(served.values())) == 2
 
 
 # --- deliveries ----------------------------------------------------------------------------------
@@ -274,3 +277,13 @@ def test_a_delivery_s_attempts_are_recorded_retry_then_done(dest, servers, store
     assert [r["run_id"] for r in runs(server, q=delivery)] == [summary["run_id"]]
     listed = hookline("runs", "list", "--pipeline", "hist-async", store=store)
     assert listed.returncode == 0 and listed.stdout.split("\t")[-1].strip() == f"delivery={delivery}"
+
+
+def test_a_store_that_is_down_fails_no_request_of_a_pipeline_that_does_not_need_it(dest, servers):
+    closed = f"redis://127.0.0.1:{free_port()}/0?prefix=hookline-test-{uuid.uuid4().hex}:"
+    server = serve(servers, dest, closed, paths=(PLAIN,))
+    for i in range(5):
+        resp = requests.post(server.url + "/h/plain", json={"n": i}, timeout=10)
+        assert resp.status_code == 200 and resp.json() == {"n": i}
+    wait_until(lambda: "store unavailable" in "".join(server.lines), 10, "the store outage in the log")
+    assert "Traceback" not in "".join(server.lines)

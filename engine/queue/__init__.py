@@ -166,17 +166,18 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Return when the store answers (readiness); raise StoreUnavailable when not."""
 
-    # The run history (engine/history.py, engine/queue/runs.py): records are opaque JSON bytes.
+    # The run history (engine/history.py, engine/queue/runs.py): a run is stored and answered as
+    # three byte strings, (record JSON, request body, response body); attempts as JSON.
 
     async def record_runs(self, batch) -> None:
         """Write one ``runs.RunBatch``: runs, attempts, minute aggregates (added to what is
         stored), then apply its bounds (runs per pipeline, age)."""
 
-    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
-        """Run records newest first (``limit`` of them); with ``q``: every run whose id or
-        delivery id is ``q`` or whose headers text holds ``q`` as a JSON string."""
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[tuple]:
+        """Runs newest first (``limit`` of them; their bodies may be left empty); with ``q``:
+        every run whose id or delivery id is ``q`` or whose record holds ``q`` as a JSON string."""
 
-    async def run(self, run_id: str) -> bytes | None: ...
+    async def run(self, run_id: str) -> tuple | None: ...
 
     async def run_attempts(self, delivery: str) -> list[bytes]:
         """The delivery attempts of one delivery's jobs, oldest first."""

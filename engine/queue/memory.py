@@ -154,10 +154,10 @@ class MemoryStore(StoreBase):
     async def record_runs(self, batch) -> None:
         self._runs.write(batch)
 
-    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[tuple]:
         return self._runs.list(pipeline, limit, q)
 
-    async def run(self, run_id: str) -> bytes | None:
+    async def run(self, run_id: str) -> tuple | None:
         return self._runs.get(run_id)
 
     async def run_attempts(self, delivery: str) -> list[bytes]:

@@ -536,11 +536,11 @@ class RedisStore(StoreBase):
         await _runs.write(self._client, self._key, batch)
 
     @_guarded
-    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[tuple]:
         return await _runs.runs(self._client, self._key, pipeline, limit, q)
 
     @_guarded
-    async def run(self, run_id: str) -> bytes | None:
+    async def run(self, run_id: str) -> tuple | None:
         return await _runs.run(self._client, self._key, run_id)
 
     @_guarded

@@ -2,7 +2,7 @@
 
 Keys, under the store's prefix::
 
-    run:{id}                  string  the record (JSON)
+    run:{id}                  string  the record, then the request and response bodies (:func:`pack`)
     runs:all                  zset    run id → at, every pipeline
     runs:p:{pipeline}         zset    run id → at
     attempts:{delivery}       list    attempt records, oldest first
@@ -26,8 +26,8 @@ CHUNK = 500             # records per MGET
 
 async def write(client, key, batch: RunBatch) -> None:
     async with client.pipeline(transaction=False) as pipe:
-        for run_id, pipeline, at, _delivery, _headers, record in batch.runs:
-            pipe.set(key("run:" + run_id), record)
+        for run_id, pipeline, at, _delivery, *stored in batch.runs:
+            pipe.set(key("run:" + run_id), pack(*stored))
             pipe.zadd(key("runs:all"), {run_id: at})
             pipe.zadd(key("runs:p:" + pipeline), {run_id: at})
         for _job, delivery, pipeline, at, record in batch.attempts:
@@ -66,29 +66,43 @@ async def _bound(client, key, bounds) -> None:
         await pipe.execute()
 
 
-async def runs(client, key, pipeline, limit, q) -> list[bytes]:
+async def runs(client, key, pipeline, limit, q) -> list[tuple]:
     index = key("runs:all" if pipeline is None else "runs:p:" + pipeline)
     if q is None:
         return await _records(client, key, await client.zrevrange(index, 0, limit - 1))
     import orjson
     quoted = orjson.dumps(q)
-    out = []
-    for record in await _records(client, key, await client.zrevrange(index, 0, SEARCHED - 1)):
-        if quoted in record:      # a run id, a delivery id or a header value: the caller checks which
-            out.append(record)
-    return out
+    # a run id, a delivery id or a header value, all in the record: the caller checks which
+    return [r for r in await _records(client, key, await client.zrevrange(index, 0, SEARCHED - 1))
+            if quoted in r[0]]
 
 
 async def _records(client, key, ids) -> list[bytes]:
     out = []
     for start in range(0, len(ids), CHUNK):
         names = [key("run:" + i.decode()) for i in ids[start:start + CHUNK]]
-        out += [r for r in await client.mget(names) if r is not None]
+        out += [unpack(r) for r in await client.mget(names) if r is not None]
     return out
 
 
-async def run(client, key, run_id) -> bytes | None:
-    return await client.get(key("run:" + run_id))
+async def run(client, key, run_id) -> tuple | None:
+    found = await client.get(key("run:" + run_id))
+    return unpack(found) if found is not None else None
+
+
+def pack(record: bytes, body: bytes, response: bytes) -> bytes:
+    """One string for the three parts of a run.
+
+    >>> unpack(pack(b'{"a":1}', b"in", b"out"))
+    (b'{"a":1}', b'in', b'out')
+    """
+    return b"%d %d\n" % (len(record), len(body)) + record + body + response
+
+
+def unpack(blob: bytes) -> tuple[bytes, bytes, bytes]:
+    head, _, rest = blob.partition(b"\n")
+    size, body = (int(n) for n in head.split())
+    return rest[:size], rest[size:size + body], rest[size + body:]
 
 
 async def attempts(client, key, delivery) -> list[bytes]:

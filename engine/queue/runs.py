@@ -2,25 +2,32 @@
 backends' halves of it (Redis: engine/queue/redis_runs.py).
 
 A :class:`RunBatch` is one flush of one process: finished runs, delivery attempts,
-per-minute aggregates to add, and the bounds to apply. Records are opaque JSON bytes
-to the store; it indexes them by run id, pipeline, time and delivery id, and keeps
-``headers`` (the recorded, redacted request headers as JSON text) to search by value.
+per-minute aggregates to add, and the bounds to apply. Records are opaque bytes to the
+store, indexed by run id, pipeline, time and delivery id; a run is three: its JSON
+record, and the request and response bodies as they were (cut), kept beside it rather
+than escaped into it. A store answers a run as ``(record, body, response)``.
 
-    runs       run id, pipeline, at (unix s), delivery id ("" if none), headers, record
+    runs       run id, pipeline, at (unix s), delivery id ("" if none), record, body, response
     attempts   job id, delivery id, pipeline, at, record
     minutes    (pipeline, minute since 1970) → [requests, errors, bucket counts ...]
 """
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from engine.queue import StoreUnavailable
+
 MINUTES_KEPT_S = 3 * 3600     # per-minute aggregates are kept this long (stats reads at most 2 h)
+HISTORY_SUFFIX = ".history"   # SQLite: the history's file is the store's path + this
+HISTORY_PAGE_BYTES = 65536
 
 
 @dataclass(slots=True)
 class RunBatch:
-    runs: list = field(default_factory=list)       # (run_id, pipeline, at, delivery, headers text, record)
+    runs: list = field(default_factory=list)       # (run_id, pipeline, at, delivery, record, body, response)
     attempts: list = field(default_factory=list)   # (job, delivery, pipeline, at, record)
     minutes: dict = field(default_factory=dict)    # (pipeline, minute) -> [requests, errors, *buckets]
     bounds: list = field(default_factory=list)     # (pipeline, keep, delete runs older than this at)
@@ -35,17 +42,17 @@ def add_counts(old, new) -> list:
 # --- SQLite: plain functions of a connection, run in the store's writer or reader thread ---
 
 SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS history_runs (
+    id INTEGER PRIMARY KEY,
     pipeline TEXT NOT NULL,
     at REAL NOT NULL,
     delivery TEXT NOT NULL,
-    headers TEXT NOT NULL,
-    record BLOB NOT NULL
+    record BLOB NOT NULL,
+    body BLOB NOT NULL,
+    response BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS runs_pipeline_at ON runs (pipeline, at);
-CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
-CREATE INDEX IF NOT EXISTS runs_delivery ON runs (delivery) WHERE delivery != '';
+CREATE INDEX IF NOT EXISTS history_runs_pipeline_at ON history_runs (pipeline, at);
+CREATE INDEX IF NOT EXISTS history_runs_delivery ON history_runs (delivery) WHERE delivery != '';
 CREATE TABLE IF NOT EXISTS attempts (
     job TEXT NOT NULL,
     delivery TEXT NOT NULL,
@@ -64,10 +71,74 @@ CREATE TABLE IF NOT EXISTS run_minutes (
 """
 
 
+class SqliteHistory:
+    """The history's SQLite file: a writer thread (group commit, as the jobs'), a reader and
+    a checkpointer of its own (engine/queue/sqlite.py lends the classes). The file is made
+    with 64 KiB pages, in WAL mode, with its tables, before either connection opens it."""
+
+    def __init__(self, path: str, writer_class, reader_class, checkpoint_every):
+        self.path, self._writer_class, self._checkpoint_every = path, writer_class, checkpoint_every
+        self.writer = None
+        self.reader = reader_class(path, "hookline-history-read")
+        self._starting = None
+        self._checkpoints = None
+
+    async def _started(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        try:
+            await asyncio.shield(self._starting)
+        except StoreUnavailable:
+            self._starting = None        # the next call tries again
+            raise
+
+    async def _start(self) -> None:
+        try:
+            await asyncio.to_thread(_make, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+        self.writer = self._writer_class(self.path, "NORMAL", sweep=False)
+        self.writer.start()
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_every(1.0, self.path))
+
+    async def write(self, fn, *args):
+        await self._started()
+        return await self.writer.submit(fn, *args)
+
+    async def read(self, fn, *args):
+        await self._started()
+        return await self.reader.run(fn, *args)
+
+    async def close(self) -> None:
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
+        if self.writer is not None:
+            self.writer.hand_over_now()
+            await asyncio.to_thread(self.writer.stop)
+        await self.reader.close()
+
+
+def _make(path: str) -> None:
+    """Page size first (it cannot change once the file has a table), then WAL and the tables."""
+    from .sqlite import BUSY_TIMEOUT_MS, _while_busy
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA page_size = {HISTORY_PAGE_BYTES}")
+        _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))   # two processes at once: see there
+        for statement in filter(str.strip, SQLITE_SCHEMA.split(";")):
+            conn.execute(statement)
+    finally:
+        conn.close()
+
+
 def sqlite_write(conn, batch: RunBatch) -> None:
     import orjson
-    conn.executemany("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)", batch.runs)
-    conn.executemany("INSERT INTO attempts VALUES (?, ?, ?, ?, ?)", batch.attempts)
+    _insert(conn, "INSERT OR REPLACE INTO history_runs VALUES ", [(rowid(r[0]), *r[1:]) for r in batch.runs])
+    _insert(conn, "INSERT INTO attempts VALUES ", batch.attempts)
     for (pipeline, minute), counts in batch.minutes.items():
         row = conn.execute("SELECT counts FROM run_minutes WHERE pipeline = ? AND minute = ?",
                            (pipeline, minute)).fetchone()
@@ -76,36 +147,65 @@ def sqlite_write(conn, batch: RunBatch) -> None:
         conn.execute("INSERT OR REPLACE INTO run_minutes VALUES (?, ?, ?)",
                      (pipeline, minute, orjson.dumps(counts).decode()))
     for pipeline, keep, before in batch.bounds:
-        conn.execute("DELETE FROM runs WHERE pipeline = ? AND at < ?", (pipeline, before))
-        row = conn.execute("SELECT at FROM runs WHERE pipeline = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+        conn.execute("DELETE FROM history_runs WHERE pipeline = ? AND at < ?", (pipeline, before))
+        row = conn.execute("SELECT at FROM history_runs WHERE pipeline = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
                            (pipeline, keep - 1)).fetchone()
         if row is not None:
-            conn.execute("DELETE FROM runs WHERE pipeline = ? AND at < ?", (pipeline, row[0]))
+            conn.execute("DELETE FROM history_runs WHERE pipeline = ? AND at < ?", (pipeline, row[0]))
         conn.execute("DELETE FROM attempts WHERE pipeline = ? AND at < ?", (pipeline, before))
     if batch.minutes:
         conn.execute("DELETE FROM run_minutes WHERE minute < ?", (int((time.time() - MINUTES_KEPT_S) // 60),))
 
 
-def sqlite_runs(conn, pipeline, limit, q) -> list[bytes]:
-    """Records newest first; with ``q`` the candidates (exact matching is the caller's)."""
-    where, args = [], []
-    if pipeline is not None:
-        where.append("pipeline = ?")
-        args.append(pipeline)
-    if q is not None:
-        import orjson
-        where.append("(run_id = ? OR delivery = ? OR instr(headers, ?) > 0)")
-        args += [q, q, orjson.dumps(q).decode()]
-    sql = "SELECT record FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC"
-    if q is None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    return [bytes(r[0]) for r in conn.execute(sql, args)]
+def _insert(conn, sql: str, rows: list, chunk: int = 500) -> None:
+    """Many rows in one statement (``VALUES (…), (…), …``), not ``executemany``: SQLite runs a
+    statement with the GIL released, and executemany released and took it back for every
+    row — each time waiting for the event loop's thread to let go of it (measured: ~50 µs
+    of a request's CPU went to that ping-pong on one core)."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        width = "(" + ", ".join("?" * len(part[0])) + ")"
+        conn.execute(sql + ", ".join([width] * len(part)), [value for row in part for value in row])
 
 
-def sqlite_run(conn, run_id) -> bytes | None:
-    row = conn.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return bytes(row[0]) if row else None
+def rowid(run_id: str) -> int | None:
+    """A run id (16 hex digits: 64 random bits) as the table's own 64-bit key, so that the
+    table needs no index of its ids; None for anything else.
+
+    >>> rowid("ffffffffffffffff"), rowid("0000000000000000"), rowid("nope")
+    (9223372036854775807, -9223372036854775808, None)
+    """
+    if len(run_id) != 16:
+        return None
+    try:
+        return int(run_id, 16) - (1 << 63)
+    except ValueError:
+        return None
+
+
+def sqlite_runs(conn, pipeline, limit, q) -> list[tuple]:
+    """Records newest first, each pipeline's read through its (pipeline, at) index; with
+    ``q`` the candidates (exact matching is the caller's)."""
+    if pipeline is None:
+        names = [r[0] for r in conn.execute("SELECT DISTINCT pipeline FROM history_runs")]
+    else:
+        names = [pipeline]
+    found = []
+    for name in names:
+        sql, args = "SELECT at, record FROM history_runs WHERE pipeline = ?", [name]
+        if q is not None:
+            import orjson
+            sql += " AND (id = ? OR delivery = ? OR instr(record, ?) > 0)"     # headers are in the record
+            args += [rowid(q), q, orjson.dumps(q)]
+        found += conn.execute(sql + " ORDER BY at DESC" + ("" if q is not None else " LIMIT ?"),
+                              args + ([] if q is not None else [limit])).fetchall()
+    found.sort(key=lambda r: r[0], reverse=True)
+    return [(bytes(r[1]), b"", b"") for r in (found if q is not None else found[:limit])]
+
+
+def sqlite_run(conn, run_id) -> tuple | None:
+    row = conn.execute("SELECT record, body, response FROM history_runs WHERE id = ?", (rowid(run_id),)).fetchone()
+    return tuple(bytes(v) for v in row) if row else None
 
 
 def sqlite_attempts(conn, delivery) -> list[bytes]:
@@ -125,13 +225,13 @@ class MemoryRuns:
     """The memory: store's history: dicts in the server process."""
 
     def __init__(self):
-        self.runs: dict = {}        # run_id -> (pipeline, at, delivery, headers, record)
+        self.runs: dict = {}        # run_id -> (pipeline, at, delivery, (record, body, response))
         self.attempts: list = []    # (job, delivery, pipeline, at, record)
         self.minutes: dict = {}
 
     def write(self, batch: RunBatch) -> None:
-        for run_id, pipeline, at, delivery, headers, record in batch.runs:
-            self.runs[run_id] = (pipeline, at, delivery, headers, record)
+        for run_id, pipeline, at, delivery, *stored in batch.runs:
+            self.runs[run_id] = (pipeline, at, delivery, tuple(stored))
         self.attempts += batch.attempts
         for key, counts in batch.minutes.items():
             self.minutes[key] = add_counts(self.minutes.get(key, []), counts)
@@ -143,19 +243,19 @@ class MemoryRuns:
         oldest = int((time.time() - MINUTES_KEPT_S) // 60)
         self.minutes = {k: v for k, v in self.minutes.items() if k[1] >= oldest}
 
-    def list(self, pipeline, limit, q) -> list[bytes]:
+    def list(self, pipeline, limit, q) -> list[tuple]:
         rows = sorted(self.runs.items(), key=lambda r: r[1][1], reverse=True)
         if pipeline is not None:
             rows = [r for r in rows if r[1][0] == pipeline]
         if q is None:
-            return [r[1][4] for r in rows[:limit]]
+            return [r[1][3] for r in rows[:limit]]
         import orjson
-        quoted = orjson.dumps(q).decode()
-        return [r[1][4] for r in rows if q in (r[0], r[1][2]) or quoted in r[1][3]]
+        quoted = orjson.dumps(q)
+        return [r[1][3] for r in rows if q in (r[0], r[1][2]) or quoted in r[1][3][0]]
 
-    def get(self, run_id) -> bytes | None:
+    def get(self, run_id) -> tuple | None:
         found = self.runs.get(run_id)
-        return found[4] if found else None
+        return found[3] if found else None
 
     def attempts_of(self, delivery) -> list[bytes]:
         return [a[4] for a in sorted(self.attempts, key=lambda a: a[3]) if a[1] == delivery]

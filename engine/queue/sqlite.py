@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_at REAL NOT NULL
 );
 """
-SCHEMA += _runs.SQLITE_SCHEMA     # the run history's tables (engine/queue/runs.py)
 JOB_COLUMNS = "id, delivery, pipeline, branch, payload, attempt, created_at, due_at, state, last_error, lease"
 MAX_BATCH = 1000          # operations per transaction
 DEDUPE_SWEEP_S = 60.0     # how often expired dedupe keys are deleted
@@ -148,8 +147,8 @@ class Writer:
     ``commits`` counts the transactions committed (one fsync each).
     """
 
-    def __init__(self, path: str, synchronous: str = "FULL"):
-        self.path, self.synchronous = path, synchronous
+    def __init__(self, path: str, synchronous: str = "FULL", sweep: bool = True):
+        self.path, self.synchronous, self.sweep = path, synchronous, sweep
         self.commits = 0
         self._ops: queue.SimpleQueue = queue.SimpleQueue()    # lists of _Op, or _STOP
         self._waiting: dict = {}       # event loop -> [_Op] submitted in its current pass
@@ -230,7 +229,8 @@ class Writer:
             return
         try:
             results = _run_batch(conn, batch)
-            self._sweep(conn)
+            if self.sweep:
+                self._sweep(conn)
             conn.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as exc:
@@ -323,6 +323,7 @@ class SqliteStore(StoreBase):
         self._writer: Writer | None = None
         self._reader: Reader | None = None
         self._checkpoints: asyncio.Task | None = None
+        self._history: _runs.SqliteHistory | None = None    # the run history's own file: see open()
 
     @property
     def commits(self) -> int:
@@ -344,16 +345,29 @@ class SqliteStore(StoreBase):
             raise
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_every(CHECKPOINT_S))
 
-    async def _checkpoint_every(self, seconds: float) -> None:
+    def _history_db(self) -> _runs.SqliteHistory:
+        """The run history lives in a file of its own, ``PATH.history``, opened on first use:
+        64 KiB pages (a run with its bodies is a few KiB: with 4 KiB pages each took a chain of
+        overflow pages, and cost 2.5 times the CPU), ``synchronous=NORMAL`` (a power cut may
+        lose the last runs, never the jobs), and no commit shared with the jobs'."""
+        if self._writer is None:
+            raise StoreUnavailable(f"sqlite {self.path}: store is not open")
+        if self._history is None:
+            self._history = _runs.SqliteHistory(self.path + _runs.HISTORY_SUFFIX, Writer, Reader,
+                                                self._checkpoint_every)
+        return self._history
+
+    async def _checkpoint_every(self, seconds: float, path: str | None = None) -> None:
         """Copy the WAL back into the database now and then, with a connection and thread
         of its own (PASSIVE: it never blocks the writers; and it fsyncs the database file,
         which would hold up the reader's queries), so that no commit pays for it."""
-        checkpointer = Reader(self.path, "hookline-sqlite-checkpoint")
+        path = path or self.path
+        checkpointer = Reader(path, "hookline-sqlite-checkpoint")
         try:
             while True:
                 await asyncio.sleep(seconds)
                 try:
-                    await checkpointer.run(_checkpoint, self.path + "-wal")
+                    await checkpointer.run(_checkpoint, path + "-wal")
                 except StoreUnavailable:
                     pass              # the next round tries again
         finally:
@@ -365,6 +379,9 @@ class SqliteStore(StoreBase):
             await asyncio.gather(self._checkpoints, return_exceptions=True)
             self._checkpoints = None
         writer, reader, self._writer, self._reader = self._writer, self._reader, None, None
+        history, self._history = self._history, None
+        if history is not None:
+            await history.close()
         if writer is not None:
             writer.hand_over_now()
             await asyncio.to_thread(writer.stop)
@@ -448,19 +465,19 @@ class SqliteStore(StoreBase):
     # the run history (engine/history.py; the SQL is in engine/queue/runs.py)
 
     async def record_runs(self, batch) -> None:
-        await self._write(_runs.sqlite_write, batch)
+        await self._history_db().write(_runs.sqlite_write, batch)
 
-    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[bytes]:
-        return await self._read(_runs.sqlite_runs, pipeline, limit, q)
+    async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[tuple]:
+        return await self._history_db().read(_runs.sqlite_runs, pipeline, limit, q)
 
-    async def run(self, run_id: str) -> bytes | None:
-        return await self._read(_runs.sqlite_run, run_id)
+    async def run(self, run_id: str) -> tuple | None:
+        return await self._history_db().read(_runs.sqlite_run, run_id)
 
     async def run_attempts(self, delivery: str) -> list[bytes]:
-        return await self._read(_runs.sqlite_attempts, delivery)
+        return await self._history_db().read(_runs.sqlite_attempts, delivery)
 
     async def run_minutes(self, since_minute: int) -> list[tuple]:
-        return await self._read(_runs.sqlite_minutes, since_minute)
+        return await self._history_db().read(_runs.sqlite_minutes, since_minute)
 
 
 _REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, last_error = '', due_at = ? WHERE state = 'dead'"
