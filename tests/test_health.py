@@ -15,7 +15,7 @@ import yaml
 from conftest import HOOKLINE, ROOT, Proc, free_port
 from test_async_delivery import _children, dest, redis_store, sqlite_store, store, wait_until  # noqa: F401
 from test_logs import access_lines
-from test_metrics import ENV, PIPELINES, PREFIX, Ops, samples, value
+from test_metrics import ENV, PIPELINES, PREFIX, Ops, eventually, samples, value
 from test_shutdown import SlowDestination, slow_request_in_background
 from test_store_down import redis_server  # noqa: F401 (a fixture)
 from conftest import start_hookline
@@ -47,7 +47,8 @@ def test_live_and_ready_answer_without_a_token_on_both_ports(ops):
 def test_ready_is_503_while_the_store_is_down_and_live_stays_200(redis_server, tmp_path):
     """``--workers 2`` on a Redis that is killed and started again: each HTTP worker (told apart
     by the pid of its access lines) says 503 while Redis is down and 200 once it is back; a
-    scrape meanwhile leaves the store's gauges out rather than showing wrong zeros."""
+    scrape meanwhile counts the store's errors and leaves its gauges out rather than showing
+    wrong zeros; an async request is 503 during the outage and 202 after it."""
     dest = SlowDestination()
     try:
         server = Ops(dest, redis_server.url)
@@ -65,15 +66,24 @@ def test_ready_is_503_while_the_store_is_down_and_live_stays_200(redis_server, t
                                      "checks": {"pipelines": "ok", "draining": "ok", "store": "unreachable"}}
         assert all(redis_server.password not in a.text for a in answers)
         assert requests.get(server.url + PREFIX + "/health/live", timeout=10).status_code == 200
-        found = samples(server.scrape())
+        deliver = lambda: requests.post(server.url + "/o/deliver", json={"id": 1}, timeout=10)  # noqa: E731
+        assert deliver().status_code == 503                     # it needs the store
+        found = samples(eventually(server.scrape, _store_errors, 10))
         assert value(found, "hookline_pipelines_loaded") == 5
         assert not {name for name, _ in found} & {"hookline_jobs", "hookline_oldest_pending_job_age_seconds"}
         redis_server.start()
         each_worker_answers(server, ready, 200, http, "both workers ready again once Redis is back", timeout=30)
-        assert value(samples(server.scrape()), "hookline_jobs", state="pending") == 0
+        assert deliver().status_code == 202
+        found = samples(server.scrape())
+        assert {dict(labels)["state"] for name, labels in found if name == "hookline_jobs"} == {"pending", "leased",
+                                                                                                 "dead"}
     finally:
         server.proc.stop()
         dest.stop()
+
+
+def _store_errors(text: str) -> None:
+    assert value(samples(text), "hookline_store_errors_total") >= 1
 
 
 def each_worker_answers(server, probe, status: int, workers: set, what: str, timeout: float = 20) -> list:

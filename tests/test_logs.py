@@ -171,10 +171,11 @@ def test_lines_of_two_workers_never_tear_each_other_when_the_log_reader_lags(des
     reader.start()
     answered, until = [], time.monotonic() + 60
 
-    def client():
-        with requests.Session() as session:
-            while len(answered) < 4000 and time.monotonic() < until:
-                answered.append(session.post(proc.url + "/o/sync", json={"id": 1}, timeout=30).status_code)
+    def client():           # a new connection every 50 requests: both workers get some
+        while len(answered) < 4000 and time.monotonic() < until:
+            with requests.Session() as session:
+                for _ in range(50):
+                    answered.append(session.post(proc.url + "/o/sync", json={"id": 1}, timeout=30).status_code)
     clients = [threading.Thread(target=client) for _ in range(48)]
     try:
         for c in clients:

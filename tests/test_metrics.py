@@ -347,7 +347,7 @@ def test_the_metrics_directory_is_private_removed_at_exit_and_a_killed_servers_i
 
 WAITING = """\
 pipeline: ops-wait
-description: One async branch whose failed attempt waits five minutes (pending jobs for the gauges).
+description: One async branch whose failed attempt waits five minutes when the destination says Retry-After 300 (pending jobs for the gauges).
 receive:
   path: /w
   methods: [POST]
@@ -379,7 +379,7 @@ def test_job_gauges_and_deliveries_counted_once_with_two_delivery_workers(dest, 
         waiting = [f"wait-{i}-{uuid.uuid4().hex[:8]}" for i in range(6)]
         first_sent = time.time()
         for i, rid in enumerate(waiting):
-            dest.plan(rid, 503)
+            dest.plan(rid, (503, "300"))      # Retry-After: the next try in max_s, not jittered below it
             resp = requests.post(proc.url + "/w", json={"id": rid}, timeout=10)
             assert resp.status_code == 202, resp.text
             if i == 0:
@@ -397,6 +397,7 @@ def test_job_gauges_and_deliveries_counted_once_with_two_delivery_workers(dest, 
         age = value(found, "hookline_oldest_pending_job_age_seconds")
         assert before - first_acked <= age <= after - first_sent, (first_sent, first_acked, before, age, after)
         assert [len(dest.of(rid)) for rid in waiting] == [1] * 6      # each tried once, by one worker
+        assert proc.log.text().count("(in 300.0 s)") == 6, proc.log.text()    # each next try 5 minutes away
 
         dest.hold()
         held = f"held-{uuid.uuid4().hex[:8]}"
@@ -412,7 +413,8 @@ def test_job_gauges_and_deliveries_counted_once_with_two_delivery_workers(dest, 
 
         def counted_once(text):
             found = samples(text)
-            assert jobs(found) == [6, 0, 0] and tried(found, "done") == 1 and tried(found, "retry") == 6
+            seen = (jobs(found), [tried(found, o) for o in ("retry", "done", "dead")])
+            assert seen == ([6, 0, 0], [6, 1, 0]), (seen, [(c.rid, c.status) for c in dest.calls])
             assert value(found, "hookline_delivery_attempt_seconds_count", **branch) == 7
             assert value(found, "hookline_requests_total", pipeline="ops-wait", status="202") == 7
         eventually(scrape, counted_once, 30)
