@@ -8,6 +8,9 @@
   (each hookline server gets --store sqlite:<tmp>/<key>.db of its own: run history is kept there)
 --suite history (issue 15 part 5), beside c:
   cn hookline serve, the same pipeline with receive.history: false (nothing recorded)
+--suite metrics (issue 15), beside c and cn:
+  cm hookline serve --metrics-port P, the history on (c with metrics counted); cm/cn is the
+     issue's condition: metrics and history on against both off
 
 --suite async (issue 4), beside c:
   d  hookline serve benchmarks/pipelines-async --store sqlite:<tmp>/bench.db   202 + async branch
@@ -72,7 +75,7 @@ import nodered_flows  # noqa: E402
 LABELS = {"a": "handler", "b": "nodered", "c": "hookline", "c0": "hookline-base", "cm": "hookline-metr",
           "cn": "hookline-nohist", "c2": "hookline-w2",
           "d": "async-sqlite", "e": "async-redis", "d1": "sqlite-dlv@1", "e1": "redis-dlv@1", "f": "signed"}
-SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "metrics": "c,cm", "history": "c,cn",
+SUITES = {"core": "a,b,c", "async": "c,d,e,d1,e1", "verify": "c,f", "metrics": "c,cm,cn", "history": "c,cn",
           "all": "a,b,c,d,e,d1,e1,f"}
 ASYNC_KEYS = ("d", "e", "d1", "e1")
 DELIVERY_COMM = "hookline-delive"   # the delivery worker's process name (engine/serve.py)
@@ -619,12 +622,14 @@ def verdict(value, ok, paired=None, paired_ok=None):
 
 
 def summarise_metrics(results, by_key):
-    """Issue 15: cm (metrics on) against c (off) and, with --baseline, c0 (the other checkout)."""
-    pairs = [(n, d) for n, d in (("cm", "c"), ("cm", "c0"), ("c", "c0")) if n in results and d in results]
+    """Issue 15: cm (metrics and run history on) against cn (both off: the issue's condition),
+    c (history on, metrics off) and, with --baseline, c0 (the other checkout)."""
+    pairs = [(n, d) for n, d in (("cm", "cn"), ("cm", "c"), ("cm", "c0"), ("c", "c0"))
+             if n in results and d in results]
     print("ratio " + " ".join(f"{n}/{d}={ratio(results, n, d)}" for n, d in pairs))
     print("ratio_paired " + " ".join(f"{n}/{d}={paired_ratio(by_key, n, d)}" for n, d in pairs))
     print("cpu_ratio " + " ".join(f"{n}/{d}={ratio(results, n, d, 'cpu_us')}" for n, d in pairs))
-    for n, d in pairs[:2]:
+    for n, d in [(n, d) for n, d in pairs if (n, d) != ("c", "c0")]:
         r, p = ratio(results, n, d), paired_ratio(by_key, n, d)
         if r != "n/a":
             ok = float(r) >= TARGET_METRICS_RATIO
@@ -700,7 +705,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", choices=list(SUITES), default="core",
                     help="core: a,b,c,c2 (issue 2, the default); async: c,d,e (issue 4); "
-                         "verify: c,f (issue 5); metrics: c,cm (+c0 with --baseline; issue 15); "
+                         "verify: c,f (issue 5); metrics: c,cm,cn (+c0 with --baseline; issue 15: cm/cn is "
+                         "metrics and history on against both off); history: c,cn; "
                          "all: every server")
     ap.add_argument("--baseline", type=Path, default=None, metavar="DIR",
                     help="c0: run hookline from this source checkout (e.g. `git archive main | tar -x -C DIR`) "
