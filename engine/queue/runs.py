@@ -42,8 +42,8 @@ def add_counts(old, new) -> list:
 # --- SQLite: plain functions of a connection, run in the store's writer or reader thread ---
 
 SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS history_runs (
-    id INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS run_records (
+    run_id TEXT NOT NULL,
     pipeline TEXT NOT NULL,
     at REAL NOT NULL,
     delivery TEXT NOT NULL,
@@ -51,8 +51,9 @@ CREATE TABLE IF NOT EXISTS history_runs (
     body BLOB NOT NULL,
     response BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS history_runs_pipeline_at ON history_runs (pipeline, at);
-CREATE INDEX IF NOT EXISTS history_runs_delivery ON history_runs (delivery) WHERE delivery != '';
+CREATE UNIQUE INDEX IF NOT EXISTS run_records_id ON run_records (run_id);
+CREATE INDEX IF NOT EXISTS run_records_pipeline_at ON run_records (pipeline, at);
+CREATE INDEX IF NOT EXISTS run_records_delivery ON run_records (delivery) WHERE delivery != '';
 CREATE TABLE IF NOT EXISTS attempts (
     job TEXT NOT NULL,
     delivery TEXT NOT NULL,
@@ -137,7 +138,7 @@ def _make(path: str) -> None:
 
 def sqlite_write(conn, batch: RunBatch) -> None:
     import orjson
-    _insert(conn, "INSERT OR REPLACE INTO history_runs VALUES ", [(rowid(r[0]), *r[1:]) for r in batch.runs])
+    _insert(conn, "INSERT OR REPLACE INTO run_records VALUES ", batch.runs)
     _insert(conn, "INSERT INTO attempts VALUES ", batch.attempts)
     for (pipeline, minute), counts in batch.minutes.items():
         row = conn.execute("SELECT counts FROM run_minutes WHERE pipeline = ? AND minute = ?",
@@ -147,11 +148,11 @@ def sqlite_write(conn, batch: RunBatch) -> None:
         conn.execute("INSERT OR REPLACE INTO run_minutes VALUES (?, ?, ?)",
                      (pipeline, minute, orjson.dumps(counts).decode()))
     for pipeline, keep, before in batch.bounds:
-        conn.execute("DELETE FROM history_runs WHERE pipeline = ? AND at < ?", (pipeline, before))
-        row = conn.execute("SELECT at FROM history_runs WHERE pipeline = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+        conn.execute("DELETE FROM run_records WHERE pipeline = ? AND at < ?", (pipeline, before))
+        row = conn.execute("SELECT at FROM run_records WHERE pipeline = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
                            (pipeline, keep - 1)).fetchone()
         if row is not None:
-            conn.execute("DELETE FROM history_runs WHERE pipeline = ? AND at < ?", (pipeline, row[0]))
+            conn.execute("DELETE FROM run_records WHERE pipeline = ? AND at < ?", (pipeline, row[0]))
         conn.execute("DELETE FROM attempts WHERE pipeline = ? AND at < ?", (pipeline, before))
     if batch.minutes:
         conn.execute("DELETE FROM run_minutes WHERE minute < ?", (int((time.time() - MINUTES_KEPT_S) // 60),))
@@ -168,35 +169,20 @@ def _insert(conn, sql: str, rows: list, chunk: int = 500) -> None:
         conn.execute(sql + ", ".join([width] * len(part)), [value for row in part for value in row])
 
 
-def rowid(run_id: str) -> int | None:
-    """A run id (16 hex digits: 64 random bits) as the table's own 64-bit key, so that the
-    table needs no index of its ids; None for anything else.
-
-    >>> rowid("ffffffffffffffff"), rowid("0000000000000000"), rowid("nope")
-    (9223372036854775807, -9223372036854775808, None)
-    """
-    if len(run_id) != 16:
-        return None
-    try:
-        return int(run_id, 16) - (1 << 63)
-    except ValueError:
-        return None
-
-
 def sqlite_runs(conn, pipeline, limit, q) -> list[tuple]:
     """Records newest first, each pipeline's read through its (pipeline, at) index; with
     ``q`` the candidates (exact matching is the caller's)."""
     if pipeline is None:
-        names = [r[0] for r in conn.execute("SELECT DISTINCT pipeline FROM history_runs")]
+        names = [r[0] for r in conn.execute("SELECT DISTINCT pipeline FROM run_records")]
     else:
         names = [pipeline]
     found = []
     for name in names:
-        sql, args = "SELECT at, record FROM history_runs WHERE pipeline = ?", [name]
+        sql, args = "SELECT at, record FROM run_records WHERE pipeline = ?", [name]
         if q is not None:
             import orjson
-            sql += " AND (id = ? OR delivery = ? OR instr(record, ?) > 0)"     # headers are in the record
-            args += [rowid(q), q, orjson.dumps(q)]
+            sql += " AND (run_id = ? OR delivery = ? OR instr(record, ?) > 0)"     # headers are in the record
+            args += [q, q, orjson.dumps(q)]
         found += conn.execute(sql + " ORDER BY at DESC" + ("" if q is not None else " LIMIT ?"),
                               args + ([] if q is not None else [limit])).fetchall()
     found.sort(key=lambda r: r[0], reverse=True)
@@ -204,7 +190,7 @@ def sqlite_runs(conn, pipeline, limit, q) -> list[tuple]:
 
 
 def sqlite_run(conn, run_id) -> tuple | None:
-    row = conn.execute("SELECT record, body, response FROM history_runs WHERE id = ?", (rowid(run_id),)).fetchone()
+    row = conn.execute("SELECT record, body, response FROM run_records WHERE run_id = ?", (run_id,)).fetchone()
     return tuple(bytes(v) for v in row) if row else None
 
 
