@@ -446,3 +446,27 @@ def test_the_metrics_table_documents_exactly_what_is_exposed(dest, sqlite_store)
         server.proc.stop()
     assert all(name.startswith("hookline_") for name in exposed), exposed
     assert doc_metrics_table() == exposed
+
+
+def doc_queries() -> list[str]:
+    """The PromQL of docs/operations.md's "Useful queries" table (``\\|`` read as ``|``)."""
+    section = DOC.read_text().partition("### Useful queries")[2].partition("\n## ")[0]
+    queries = [q.replace("\\|", "|") for q in re.findall(r"^\| [^|`]+ \| `(.+)` \|$", section, re.M)]
+    assert len(queries) >= 10, queries
+    return queries
+
+
+def test_the_documented_queries_and_alerting_rules_pass_promtool_and_use_documented_metrics(tmp_path):
+    blocks = re.findall(r"<!-- prometheus-rules -->\s*<!-- fragment -->\s*```yaml\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) == 1, "docs/operations.md should show one rules file"
+    queries = {"groups": [{"name": "queries", "rules": [{"record": f"hookline:query_{i}", "expr": q}
+                                                        for i, q in enumerate(doc_queries())]}]}
+    (tmp_path / "alerts.yml").write_text(blocks[0])
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(queries))
+    checked = subprocess.run([tool("promtool"), "check", "rules", str(tmp_path / "alerts.yml"),
+                              str(tmp_path / "queries.yml")], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    used = set(re.findall(r"\bhookline_\w+", blocks[0] + " ".join(doc_queries())))
+    documented = {name + suffix for name, (kind, _) in doc_metrics_table().items()
+                  for suffix in (("_bucket", "_sum", "_count") if kind == "histogram" else ("",))}
+    assert used and used <= documented, used - documented
