@@ -114,13 +114,7 @@ def test_ready_is_503_during_the_drain_after_sigterm(tmp_path):
         thread, result = slow_request_in_background(proc)
         assert slow.arrived.wait(10), "the slow call never reached the destination"
         proc.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while True:
-            answer = probe.get(proc.url + PREFIX + "/health/ready", timeout=10)
-            if answer.status_code == 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)     # the signal may not have been handled yet
-        assert answer.status_code == 503, answer.text
+        answer = _until_503(probe, proc)
         assert answer.json()["checks"]["draining"] == "draining after SIGTERM"
         assert thread.is_alive(), "the slow request ended before the probe: the drain was not observed"
         thread.join(15)
@@ -175,3 +169,66 @@ def test_the_documented_kubernetes_probes_answer_200_on_a_server_started_as_docu
             assert answer.json()["status"] == ("live" if probe == "livenessProbe" else "ready")
     finally:
         proc.stop()
+
+
+SLOW = """\
+pipeline: slow-3s
+receive: {path: /s/slow, methods: [GET]}
+steps:
+  - id: c
+    call: {url: "${env:DEST_URL}/slow?ms=3000", timeout_s: 8}
+respond: {status: 200, body: "{done: steps.c.body.slept_ms}"}
+"""
+
+
+def test_with_two_workers_each_says_503_while_it_drains_after_sigterm(tmp_path):
+    """``--workers 2``: SIGTERM reaches both HTTP workers; each, while its own slow request
+    (3 s) runs, answers 503 (draining) on a connection opened before, then finishes the request."""
+    (tmp_path / "slow.yaml").write_text(SLOW)
+    slow = SlowDestination()
+    proc = start_hookline([tmp_path], env={"DEST_URL": slow.url, "HOOKLINE_ADMIN_TOKEN": ENV["HOOKLINE_ADMIN_TOKEN"]},
+                          workers=2, extra=("--admin-prefix", PREFIX, "--shutdown-timeout", "8"))
+    http = {pid for pid, name in _children(proc.proc.pid).items() if name == "hookline-http"}
+    sessions: dict[int, list] = {pid: [] for pid in http}
+    try:
+        for _ in range(200):                  # two kept-alive connections to each worker
+            if all(len(s) >= 2 for s in sessions.values()):
+                break
+            session = requests.Session()
+            sessions[worker_of(proc, session)].append(session)
+        assert all(len(s) >= 2 for s in sessions.values()), {pid: len(s) for pid, s in sessions.items()}
+        slow_ones = {pid: slow_request_in_background(proc, group[1]) for pid, group in sessions.items()}
+        wait_until(lambda: slow.calls >= 2, 10, "both slow calls at the destination")
+        proc.proc.send_signal(signal.SIGTERM)
+        for pid, group in sessions.items():
+            answer = _until_503(group[0], proc)
+            assert answer.json()["checks"]["draining"] == "draining after SIGTERM", (pid, answer.text)
+            assert slow_ones[pid][0].is_alive(), f"worker {pid}'s slow request ended before its probe said 503"
+        for pid, (thread, result) in slow_ones.items():
+            thread.join(15)
+            assert result["resp"].status_code == 200, (pid, result)
+        assert proc.proc.wait(15) == 0, proc.log.text(1)
+    finally:
+        for session in (s for group in sessions.values() for s in group):
+            session.close()
+        proc.stop()
+        slow.stop()
+
+
+def worker_of(proc, session) -> int:
+    """The pid of the HTTP worker that ``session``'s connection reached (its access line)."""
+    said = lambda: [a for a in access_lines(proc.log.text(), "text") if a["path"] == PREFIX + "/health/ready"]  # noqa: E731
+    before = len(said())
+    assert session.get(proc.url + PREFIX + "/health/ready", timeout=10).status_code == 200
+    wait_until(lambda: len(said()) > before, 10, "the probe's access line")
+    return said()[-1]["pid"]
+
+
+def _until_503(probe, proc, timeout: float = 5):
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = probe.get(proc.url + PREFIX + "/health/ready", timeout=10)
+        if answer.status_code == 503 or time.monotonic() > deadline:
+            assert answer.status_code == 503, answer.text
+            return answer
+        time.sleep(0.02)     # the signal may not have been handled yet

@@ -25,21 +25,24 @@ SHUTDOWN_TIMEOUT = 5.0
 
 
 class _Slow(web.RequestHandler):
-    def initialize(self, arrived):
-        self.arrived = arrived
+    def initialize(self, dest):
+        self.dest = dest
 
     async def get(self):
-        self.arrived.set()
+        self.dest.calls += 1
+        self.dest.arrived.set()
         ms = int(self.get_query_argument("ms"))
         await asyncio.sleep(ms / 1000)
         self.write({"slept_ms": ms})
 
 
 class SlowDestination:
-    """``/slow?ms=N`` on a free loopback port; ``arrived`` is set when a call comes in."""
+    """``/slow?ms=N`` on a free loopback port; ``arrived`` is set when a call comes in,
+    ``calls`` counts them."""
 
     def __init__(self):
         self.arrived = threading.Event()
+        self.calls = 0
         self._sockets = bind_sockets(0, "127.0.0.1")
         self.url = f"http://127.0.0.1:{self._sockets[0].getsockname()[1]}"
         ready = threading.Event()
@@ -50,7 +53,7 @@ class SlowDestination:
     def _run(self, ready):
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        HTTPServer(web.Application([(r"/slow", _Slow, {"arrived": self.arrived})])).add_sockets(self._sockets)
+        HTTPServer(web.Application([(r"/slow", _Slow, {"dest": self})])).add_sockets(self._sockets)
         ready.set()
         self._loop.run_forever()
 
@@ -114,12 +117,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def slow_request_in_background(proc):
+def slow_request_in_background(proc, session=requests):
     result = {}
 
     def run():
         try:
-            result["resp"] = requests.get(proc.url + "/s/slow", timeout=15)
+            result["resp"] = session.get(proc.url + "/s/slow", timeout=15)
         except requests.RequestException as exc:
             result["error"] = exc
 
