@@ -31,6 +31,7 @@ from .schemas import coercions, is_file_ref, load_schema_and_source
 from .salvage import salvage
 from .schema_check import CALL_OUTPUT, ROUTE_OUTPUT, UNKNOWN, infer, request_shape, steps_shape
 from .shape import check_shape, refused_paths
+from .sources import capture
 from .spec import DEFAULT_DEDUPE_TTL, DEFAULT_MAX_BODY, HISTORY_DEFAULTS, RETRY_DEFAULTS
 from .steps import BY_KEY
 from .tables import compile_tables
@@ -56,6 +57,7 @@ class CompileContext:
         self.available: set[str] = set()
         self.templated: set[tuple] = set()
         self.reads: set[Path] = set()   # files the pipeline reads besides its own (its version hashes them)
+        self.secret_files: set[Path] = set()  # those of them read by ${file:}: never kept with a version's source
         self.secrets: set[str] = set()  # ${env:}/${file:} values substituted: masked in the run history
         self.request = UNKNOWN          # dsl.schema_check: the request's shape, once validate is read
         self.schemas: dict = {}         # validated part -> its JSON Schema
@@ -175,6 +177,7 @@ class CompileContext:
             return value
         file = self.base_dir / part.text
         self.reads.add(file)
+        self.secret_files.add(file)
         try:
             value = file.read_text().rstrip("\n")
         except (OSError, UnicodeDecodeError) as exc:
@@ -286,10 +289,16 @@ def compile_text(text: str, file: str, env=None, base_dir=None, require_env=True
     if any(d.severity == "error" for d in problems):
         return None, problems
     files = tuple(sorted(str(f) for f in cc.reads))
-    return dataclasses.replace(pipeline, version=version_of(text, files, cc.base_dir), reads=files), problems
+    contents = {name: _content(name) for name in files}
+    version = version_of(text, files, cc.base_dir, contents.__getitem__)
+    kept = {os.path.relpath(name, cc.base_dir): data for name, data in contents.items()
+            if Path(name) not in cc.secret_files}
+    secrets = sorted(os.path.relpath(f, cc.base_dir) for f in cc.secret_files)
+    source = capture(version, pipeline.name, file, text, cc.base_dir, kept, secrets)
+    return dataclasses.replace(pipeline, version=version, reads=files, source=source), problems
 
 
-def version_of(text: str, files, base=".") -> str:
+def version_of(text: str, files, base=".", read=None) -> str:
     """A short hash of a pipeline's text and every file it reads (schemas, ``${file:}``…):
     12 hex digits that change when anything the compiled pipeline depends on changes.
 
@@ -298,13 +307,17 @@ def version_of(text: str, files, base=".") -> str:
     """
     digest = hashlib.sha256(text.encode())
     for name in files:
-        try:
-            content = Path(name).read_bytes()
-        except OSError:
-            content = b"\0missing"
+        content = (read or _content)(name)
         relative = os.path.relpath(name, base)       # the same version whatever the directory is called
         digest.update(b"\0" + relative.encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.hexdigest()[:12]
+
+
+def _content(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError:
+        return b"\0missing"
 
 
 def _salvaged_diagnostics(doc, base_dir, env, require_env) -> list:

@@ -205,6 +205,7 @@ class Pipeline:
     persist: object = None       # dsl.reads.Selection: what of the context a branch job keeps
     version: str = ""            # dsl.compiler.version_of: its text and every file it reads, hashed
     reads: tuple = ()            # the files besides its own it reads (schemas, ${file:} secrets)
+    source: bytes = b""          # dsl.sources.capture: what compiles this version again (no secrets)
     history: History | None = None   # receive.history; None: runs are not recorded
 
     @property

@@ -19,7 +19,7 @@ from .queue import STATES
 def job_view(job, payload=False) -> dict:
     """A job as operators see it (the payload only on request)."""
     out = {"id": job.id, "delivery": job.delivery, "pipeline": job.pipeline, "branch": job.branch,
-           "state": job.state, "attempt": job.attempt, "created_at": job.created_at,
+           "version": job.version, "state": job.state, "attempt": job.attempt, "created_at": job.created_at,
            "due_at": job.due_at, "last_error": job.last_error}
     if payload:
         out["payload"] = _payload(job.payload)
@@ -98,7 +98,7 @@ def line(job: dict) -> str:
     """One greppable line per job for the CLI."""
     error = job["last_error"].replace("\n", " ")[:120]
     return (f"{job['id']}\t{job['state']}\t{job['pipeline']}/{job['branch']}\t"
-            f"attempt={job['attempt']}\tdelivery={job['delivery']}\t{error}")
+            f"attempt={job['attempt']}\tdelivery={job['delivery']}\tversion={job['version'] or '-'}\t{error}")
 
 
 # --- the admin HTTP endpoints (serve --admin-prefix, HOOKLINE_ADMIN_TOKEN) ----------------

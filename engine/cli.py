@@ -166,9 +166,17 @@ def _ops_parsers(sub):
     p = qsub.add_parser("show", parents=[store], help="show a dead job with its payload")
     p.add_argument("id")
     p.set_defaults(func=_ops, op="show-dead")
-    p = qsub.add_parser("replay", parents=[store], help="deliver a dead job again (or --all)")
+    p = qsub.add_parser("replay", parents=[store],
+                        help="deliver a dead job again (or --all) with the pipeline version that accepted it")
     p.add_argument("id", nargs="?")
     p.add_argument("--all", action="store_true")
+    p.add_argument("--current", action="store_true",
+                   help="with today's version of the pipeline instead (the job is pinned to it)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="send and change nothing: print what each version (accepting, current) would send "
+                        "and the diff")
+    p.add_argument("--pipelines", action="append", metavar="PATH",
+                   help="with --current/--dry-run: the pipelines the server serves (default: pipelines)")
     p.set_defaults(func=_ops, op="replay")
     p = qsub.add_parser("purge", parents=[store], help="delete every dead job")
     p.set_defaults(func=_ops, op="purge")
@@ -189,7 +197,7 @@ def _ops(args) -> int:
     2 wrong usage or a store that does not exist or cannot be reached."""
     import asyncio
     import json
-    from . import admin
+    from . import admin, replay
     from .queue import StoreUnavailable
 
     async def run(store):
@@ -207,6 +215,11 @@ def _ops(args) -> int:
                 return await admin.list_runs(store, args.pipeline, args.limit, args.query)
             if args.op == "run":
                 return await admin.show_run(store, args.id)
+            ident = None if args.all else args.id
+            if args.dry_run:
+                return await replay.dry_run(store, ident, current)
+            if args.current:
+                return await replay.replay_current(store, ident, current)
             if args.all:
                 return await admin.replay_all(store)
             return await admin.replay(store, args.id)
@@ -214,9 +227,16 @@ def _ops(args) -> int:
             await store.close()
 
     command = f"hookline {args.command} {args.action}"
-    if args.op == "replay" and not (args.all or args.id):
-        print(f"{command}: give a job id or --all", file=sys.stderr)
-        return 2
+    current = None
+    if args.op == "replay":
+        if not (args.all or args.id):
+            print(f"{command}: give a job id or --all", file=sys.stderr)
+            return 2
+        if args.current or args.dry_run:
+            current, problem = _current(args.pipelines or ["pipelines"])
+            if problem:
+                print(f"{command}: {problem}", file=sys.stderr)
+                return 2
     if args.op == "runs" and args.limit < 1:
         print(f"{command}: --limit must be 1 or more", file=sys.stderr)
         return 2
@@ -232,7 +252,9 @@ def _ops(args) -> int:
     if not found:
         print(f"{command}: {value}", file=sys.stderr)
         return 1
-    if args.op == "list":
+    if isinstance(value, str):
+        print(value, end="")
+    elif args.op == "list":
         for job in value:
             print(admin.line(job))
         print(f"{len(value)} job(s)", file=sys.stderr)
@@ -244,6 +266,20 @@ def _ops(args) -> int:
     else:
         print(json.dumps(value, indent=2, ensure_ascii=False))
     return 0
+
+
+def _current(paths):
+    """``(pipelines, None)`` served today from ``paths``, or ``(None, why not)``; errors on stderr."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        return None, f"--pipelines {missing[0]}: no such file or directory"
+    pipelines, problems = dsl.compile_paths(paths)
+    errors = [d for d in problems if d.severity == "error"]
+    for d in errors:
+        print(d, file=sys.stderr)
+    if errors or not pipelines:
+        return None, f"the pipelines in {' '.join(paths)} do not compile; give --pipelines as the server is given them"
+    return pipelines, None
 
 
 def _existing_store(url: str):

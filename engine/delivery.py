@@ -17,6 +17,7 @@ import uuid
 
 from dsl import strict_json
 from dsl.reads import missing
+from dsl.sources import compile_source
 from dsl.runtime import Context, DeliveryFailed, StepFailed, arun_steps
 
 from . import tracing
@@ -24,9 +25,11 @@ from .durable import KEPT, Outage
 from .history import Watched
 from .logs import fields, iso_time
 from .metrics import OFF
-from .queue import StoreUnavailable
+from .queue import VERSION_KEEP_S, StoreUnavailable
+from .reload import changes
 
 log = logging.getLogger("hookline.delivery")
+MAX_STORED_VERSIONS = 64   # compiled stored versions a delivery process keeps (the oldest go first)
 
 
 def _not_kept(job, gap: tuple) -> str:
@@ -101,6 +104,8 @@ class Deliverer:
         self.store, self.outbound, self.metrics, self.clock = store, outbound, metrics, clock
         self.history = history           # engine.history.Recorder: each attempt recorded, or None
         self._calls: dict = {}           # job id -> the calls of its running attempt (history only)
+        self._stored: dict = {}          # version -> task compiling that stored version (see _branch)
+        self._drop_at = 0.0              # when to next forget the versions no job needs (clock)
         self.swap(pipelines)
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.outage = outage or Outage(log, metrics)
@@ -113,13 +118,21 @@ class Deliverer:
     def swap(self, pipelines) -> None:
         """Deliver with the branches of ``pipelines`` from now on (a reload); attempts running
         keep the branch they started with."""
-        self.branches = {(p.name, b.id): b for p in tracing.instrument(self.metrics.instrument(pipelines))
-                         for b in p.branches}
+        self.branches = {(p.name, b.id): b for p in self._instrumented(pipelines) for b in p.branches}
+        before, self.served = getattr(self, "served", None), tuple(pipelines)
+        self.versions = {p.name: p.version for p in pipelines}
+        if before is not None:      # the jobs of the versions before keep theirs (see _branch)
+            log.info("delivery: %s", changes(before, pipelines))
         self.recorded = {p.name: p.history for p in pipelines if p.history is not None}
+
+    def _instrumented(self, pipelines):
+        return tracing.instrument(self.metrics.instrument(pipelines))
 
     async def run(self) -> None:
         while not self._stopping:
             self.wake.clear()            # before leasing: a nudge during the lease is kept
+            if self.clock() >= self._drop_at:
+                await self._drop_versions()
             free = self.concurrency - len(self.running)
             jobs = await self._lease(free) if free > 0 else []
             for job in jobs:
@@ -142,6 +155,57 @@ class Deliverer:
         await asyncio.sleep(1)
         return []
 
+    async def _drop_versions(self) -> None:
+        """Forget the stored versions no job needs any more (every VERSION_KEEP_S / 3)."""
+        self._drop_at = self.clock() + VERSION_KEEP_S / 3
+        try:
+            dropped = await self.store.drop_versions(self.clock() - VERSION_KEEP_S)
+        except StoreUnavailable as exc:
+            self.outage.note(exc, "version clean-up(s)")
+            return
+        if dropped:
+            log.info("forgot %d stored pipeline version(s) that no job needs any more", dropped)
+
+    async def _branch(self, job):
+        """``(branch, None)``: the branch of the pipeline version that accepted ``job`` — the
+        one served now, or one kept in the store, compiled on first use and cached by version;
+        or ``(None, why)``."""
+        current = self.branches.get((job.pipeline, job.branch))
+        if not job.version or self.versions.get(job.pipeline) == job.version:   # "": stored before versions
+            if current is None:
+                return None, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more"
+            return current, None
+        task = self._stored.get(job.version)
+        if task is None:
+            if len(self._stored) >= MAX_STORED_VERSIONS:
+                self._stored.pop(next(iter(self._stored)))
+            task = self._stored[job.version] = asyncio.ensure_future(self._compile_stored(job))
+        try:
+            branches, why = await asyncio.shield(task)
+        except Exception:                           # StoreUnavailable: tried again later
+            self._stored.pop(job.version, None)
+            raise
+        if branches is None:
+            self._stored.pop(job.version, None)     # tried again for the next job (the env may be fixed)
+            return None, why
+        if job.branch not in branches:
+            return None, f"version {job.version} of pipeline '{job.pipeline}' has no async branch '{job.branch}'"
+        return branches[job.branch], None
+
+    async def _compile_stored(self, job):
+        source = await self.store.version_source(job.version)
+        if source is None:
+            return None, (f"version {job.version} of pipeline '{job.pipeline}' is not stored any more; "
+                          f"hookline dlq replay --current {job.id} delivers it with today's version")
+        pipeline, problems = await asyncio.to_thread(compile_source, source)
+        if pipeline is None:
+            errors = [str(d) for d in problems if d.severity == "error"]
+            return None, (f"version {job.version} of pipeline '{job.pipeline}' does not compile any more: "
+                          + "; ".join(errors[:3]))
+        log.info("delivering with version %s of pipeline '%s' (stored with its jobs)", job.version, job.pipeline)
+        [pipeline] = self._instrumented([pipeline])
+        return {b.id: b for b in pipeline.branches}, None
+
     async def _sleep(self):
         try:
             await asyncio.wait_for(self.wake.wait(), self.poll_s)
@@ -161,9 +225,9 @@ class Deliverer:
             self.outage.note(exc, "outcome(s) not recorded, delivered again later")
 
     async def _attempt(self, job) -> None:
-        branch = self.branches.get((job.pipeline, job.branch))
+        branch, why = await self._branch(job)
         if branch is None:
-            await self._dead_now(job, f"pipeline '{job.pipeline}' has no async branch '{job.branch}' any more")
+            await self._dead_now(job, why)
             return
         try:
             data = strict_json.loads(job.payload, "the stored job", strict_json.MAX_STORED_DEPTH)
@@ -199,8 +263,8 @@ class Deliverer:
         client-safe text: never a body or a credential)."""
         attempt = job.attempt + 1
         age = self.clock() - job.created_at
-        facts = dict(pipeline=job.pipeline, branch=job.branch, job=job.id, delivery=job.delivery,
-                     attempt=attempt, error=detail)
+        facts = dict(pipeline=job.pipeline, version=job.version, branch=job.branch, job=job.id,
+                     delivery=job.delivery, attempt=attempt, error=detail)
         if not retryable or branch.retry.gives_up(attempt, age):
             why = f"{branch.retry.why_dead(attempt, age)}: {detail}" if retryable else detail
             self.metrics.delivered(job.pipeline, job.branch, "dead", time.perf_counter() - began)

@@ -44,7 +44,7 @@ def start_plain(exchange, ctx) -> bool:
         _send(exchange, answer)
         return False
     try:
-        committed = exchange.app.store.enqueue_soon(jobs)
+        committed = exchange.app.store.enqueue_soon(jobs, source=exchange.pipeline.source)
     except StoreUnavailable as exc:
         exchange.app.outage.note(exc, REFUSED)
         _send(exchange, unavailable("the request could not be stored; retry later"))
@@ -260,7 +260,7 @@ async def _handle(exchange, ctx, key):
     jobs, answer = _jobs_and_answer(exchange, ctx)
     dedupe = (key, _encode(answer), pipeline.dedupe.ttl_s) if key is not None else None
     try:
-        stored = await app.store.enqueue(jobs, dedupe=dedupe)
+        stored = await app.store.enqueue(jobs, dedupe=dedupe, source=pipeline.source)
     except StoreUnavailable as exc:
         exchange.app.outage.note(exc, REFUSED)
         return _send(exchange, unavailable("the request could not be stored; retry later")), False
@@ -342,7 +342,7 @@ def _jobs(pipeline, ctx, delivery):
     now = time.time()
     payload = dumps_json(tracing.stamp(_persisted(ctx.data, pipeline)))   # exact beyond 64 bits, like the sync path
     return [Job(id=new_id(), delivery=delivery, pipeline=pipeline.name, branch=b.id,
-                payload=payload, attempt=0, created_at=now, due_at=now, state="pending")
+                payload=payload, attempt=0, created_at=now, due_at=now, state="pending", version=pipeline.version)
             for b in chosen]
 
 

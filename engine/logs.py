@@ -17,9 +17,9 @@ What never goes in: request or response bodies, header values (so no
 ``Authorization``, cookie or signature), query strings (an API key may be one).
 The path is logged without its query.
 
-    >>> print(AccessLog("text").format("orders", "POST", "/hooks/orders", 202, 0.0012, "9f2c", "0193a", "",
-    ...                                 at=1796380200.5).replace(str(_PID), "PID"), end="")
-    2026-12-04 10:30:00.500 INFO hookline.access[PID]: POST /hooks/orders 202 1.20ms pipeline=orders run=9f2c delivery=0193a trace=-
+    >>> print(AccessLog("text").format("orders", "a1b2c3d4e5f6", "POST", "/hooks/orders", 202, 0.0012, "9f2c",
+    ...                                 "0193a", "", at=1796380200.5).replace(str(_PID), "PID"), end="")
+    2026-12-04 10:30:00.500 INFO hookline.access[PID]: POST /hooks/orders 202 1.20ms pipeline=orders version=a1b2c3d4e5f6 run=9f2c delivery=0193a trace=-
 """
 from __future__ import annotations
 
@@ -133,16 +133,17 @@ class AccessLog:
         self.lines: list = []
         self.owner = threading.get_ident()
 
-    def request(self, pipeline, method, path, status, seconds, run_id, delivery, trace) -> None:
+    def request(self, pipeline, version, method, path, status, seconds, run_id, delivery, trace) -> None:
         if not self.lines:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:        # no loop (a test calling directly): at once
-                self.lines.append(self.format(pipeline, method, path, status, seconds, run_id, delivery, trace))
+                self.lines.append(self.format(pipeline, version, method, path, status, seconds, run_id, delivery,
+                                              trace))
                 self.flush()
                 return
             self.owner = threading.get_ident()
-        self.lines.append(self.format(pipeline, method, path, status, seconds, run_id, delivery, trace))
+        self.lines.append(self.format(pipeline, version, method, path, status, seconds, run_id, delivery, trace))
 
     def flush(self) -> None:
         if self.lines:
@@ -159,16 +160,16 @@ class AccessLog:
             self.flush()
 
     @staticmethod
-    def _text(pipeline, method, path, status, seconds, run_id, delivery, trace, at=None) -> str:
+    def _text(pipeline, version, method, path, status, seconds, run_id, delivery, trace, at=None) -> str:
         return (f"{_text_time(time.time() if at is None else at)} INFO {ACCESS}[{_PID}]: {method} {_safe(path)} "
-                f"{status} {seconds * 1000:.2f}ms pipeline={pipeline} run={run_id or '-'} "
+                f"{status} {seconds * 1000:.2f}ms pipeline={pipeline} version={version or '-'} run={run_id or '-'} "
                 f"delivery={delivery or '-'} trace={trace or '-'}\n")
 
     @staticmethod
-    def _json(pipeline, method, path, status, seconds, run_id, delivery, trace, at=None) -> str:
+    def _json(pipeline, version, method, path, status, seconds, run_id, delivery, trace, at=None) -> str:
         return orjson.dumps({
             "time": iso_time(time.time() if at is None else at), "level": "info", "logger": ACCESS, "pid": _PID,
-            "message": f"{method} {path} {status}", "pipeline": pipeline, "method": method, "path": path,
+            "message": f"{method} {path} {status}", "pipeline": pipeline, "version": version, "method": method, "path": path,
             "status": status, "duration_ms": round(seconds * 1000, 3), "run_id": run_id,
             "delivery_id": delivery, "trace_id": trace}).decode() + "\n"
 

@@ -112,7 +112,8 @@ class App(httputil.HTTPServerConnectionDelegate):
             self.history.add(exchange, status, seconds)
         trace = tracing.served(exchange.span, status) if exchange.span is not None else ""
         if self.access is not None:
-            self.access.request(name, method, exchange.start.path.partition("?")[0][:MAX_LOGGED_PATH], status,
+            self.access.request(name, pipeline.version if pipeline is not None else "", method,
+                                exchange.start.path.partition("?")[0][:MAX_LOGGED_PATH], status,
                                 seconds, exchange.run_id if pipeline is not None else "", exchange.delivery, trace)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -24,7 +25,8 @@ from test_async_delivery import (  # noqa: F401  (dest, servers, store, *_store 
 PROBLEM = "application/problem+json"
 CHALLENGE = 'Bearer realm="hookline-admin"'
 SHORTEST_TOKEN = "sixteen-chars-ok"     # the documented minimum length, exactly
-JOB_FIELDS = {"id", "delivery", "pipeline", "branch", "state", "attempt", "created_at", "due_at", "last_error"}
+JOB_FIELDS = {"id", "delivery", "pipeline", "branch", "version", "state", "attempt", "created_at", "due_at",
+              "last_error"}
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -140,6 +142,7 @@ def test_deliveries_list_and_show_answer_what_the_cli_prints(dest, servers, stor
     listed = answer(call(server, "GET", "/deliveries"))
     assert ids(listed) == ids([first, second, third]), "not oldest first"
     assert all(job.keys() == JOB_FIELDS for job in listed), listed
+    assert len({job["version"] for job in listed}) == 1 and re.fullmatch(r"[0-9a-f]{12}", listed[0]["version"])
     assert [(j["pipeline"], j["branch"], j["state"], j["attempt"]) for j in listed] == [
         ("as-deliver", "dest", "dead", 1), ("as-deliver", "dest", "done", 1), ("as-deliver", "dest", "done", 1)]
     assert "destination answered 400" in listed[0]["last_error"], listed[0]

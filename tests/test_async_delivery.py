@@ -268,8 +268,9 @@ def redis_store():
     client.close()
 
 
-def hookline(*args, store) -> subprocess.CompletedProcess:
-    return subprocess.run([*HOOKLINE, *args, "--store", store], capture_output=True, text=True, timeout=60)
+def hookline(*args, store, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*HOOKLINE, *args, "--store", store], capture_output=True, text=True, timeout=60,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def jobs(store, state=None) -> list[dict]:
@@ -279,7 +280,8 @@ def jobs(store, state=None) -> list[dict]:
     assert out.returncode == 0, out.stderr
     rows = [line.split("\t") for line in out.stdout.splitlines()]
     return [{"id": r[0], "state": r[1], "branch": r[2], "attempt": int(r[3].split("=")[1]),
-             "delivery": r[4].split("=")[1], "last_error": r[5] if len(r) > 5 else ""} for r in rows]
+             "delivery": r[4].split("=")[1], "version": r[5].split("=")[1],
+             "last_error": r[6] if len(r) > 6 else ""} for r in rows]
 
 
 def show(ident, store) -> dict:
@@ -834,7 +836,8 @@ async:
 def test_a_job_replayed_under_a_pipeline_that_reads_more_is_dead_lettered_saying_why(
         dest, servers, sqlite_store, tmp_path):
     """A job keeps what its branch read when it was stored. Fixed the pipeline to read one
-    more field, then replayed the dead job: it must not be delivered with that field null."""
+    more field, then replayed the dead job with today's version (``--current``): it must not
+    be delivered with that field null."""
     (tmp_path / "v1").mkdir()
     (tmp_path / "v2").mkdir()
     (tmp_path / "v1" / "reads.yaml").write_text(READS % "{id: request.body.id}")
@@ -848,7 +851,8 @@ def test_a_job_replayed_under_a_pipeline_that_reads_more_is_dead_lettered_saying
         "body": {"id": "kept-1"}}
     server.proc.stop()
     servers([tmp_path / "v2"], dest, sqlite_store)
-    assert hookline("dlq", "replay", job["id"], store=sqlite_store).returncode == 0
+    assert hookline("dlq", "replay", job["id"], "--current", "--pipelines", str(tmp_path / "v2"),
+                    store=sqlite_store, env={"DEST_URL": dest.url}).returncode == 0
     wait_until(lambda: "did not keep" in (jobs(sqlite_store, "dead") or [{}])[0].get("last_error", ""), 15,
                "the replayed job dead-lettered again", poll=0.1)
     (again,) = jobs(sqlite_store, "dead")

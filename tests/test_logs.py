@@ -18,10 +18,12 @@ from test_async_delivery import _children, dest, redis_store, sqlite_store, stor
 from conftest import start_hookline
 from test_metrics import ENV, PIPELINES, PREFIX, TOKEN, Ops, github
 
+import dsl
+
 MARK = "leak-" + uuid.uuid4().hex       # in every credential, signature, query and body sent
 TEXT_ACCESS = re.compile(r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO hookline\.access\[(?P<pid>\d+)\]: "
                          r"(?P<method>\S+) (?P<path>\S+) (?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms "
-                         r"pipeline=(?P<pipeline>\S+) run=(?P<run>\S+) delivery=(?P<delivery>\S+) "
+                         r"pipeline=(?P<pipeline>\S+) version=(?P<version>\S+) run=(?P<run>\S+) delivery=(?P<delivery>\S+) "
                          r"trace=(?P<trace>\S+)$")
 
 
@@ -49,7 +51,8 @@ def access_lines(log: str, fmt: str) -> list[dict]:
             out.append({"pipeline": m["pipeline"], "method": m["method"], "path": m["path"],
                         "status": int(m["status"]), "duration_ms": float(m["ms"]), "pid": int(m["pid"]),
                         **{key: "" if m[name] == "-" else m[name] for key, name in
-                           (("run_id", "run"), ("delivery_id", "delivery"), ("trace_id", "trace"))}})
+                           (("version", "version"), ("run_id", "run"), ("delivery_id", "delivery"),
+                            ("trace_id", "trace"))}})
     return out
 
 
@@ -92,8 +95,10 @@ def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret
                     ("POST", "/o/guarded", 401, "ops-guarded"), ("POST", "/o/signed", 401, "ops-signed"),
                     ("POST", "/o/signed", 200, "ops-signed"), ("GET", "/nothing/here", 404, "_unrouted"),
                     ("POST", "/o/deliver", 202, "ops-deliver"), ("GET", PREFIX + "/deliveries", 200, "_admin")}, log
+    versions = {p.name: p.version for p in dsl.compile_paths([PIPELINES], env={**ENV, "DEST_URL": dest.url})[0]}
     for a in lines:
         assert a["duration_ms"] >= 0 and a["trace_id"] == ""
+        assert a["version"] == versions.get(a["pipeline"], ""), a     # as `hookline lint --versions` says
         assert bool(re.fullmatch(r"[0-9a-f]{16}", a["run_id"])) == (not a["pipeline"].startswith("_")), a
     [failed] = [a for a in lines if a["pipeline"] == "ops-fails"]
     assert failed["run_id"] == sent["fails"].json()["run_id"]     # the id the client can quote
@@ -115,6 +120,7 @@ def test_an_access_line_per_request_and_a_line_per_failed_attempt_with_no_secret
         assert retry["error"] == "step 'send': destination answered 503"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", retry["next_try_at"])
         assert dead["reason"].endswith("destination answered 503") and dead["job"] == retry["job"]
+        assert retry["version"] == dead["version"] == versions["ops-deliver"]
     else:
         assert re.search(r"WARNING hookline\.delivery\[\d+\]: job \w+ attempt 1 failed: step 'send': destination "
                          r"answered 503; next try at \d{4}-\d\d-\d\dT[\d:.]+Z \(in [\d.]+ s\)", log), log

@@ -91,11 +91,13 @@ def contract(body):
 _last_created = 0.0
 
 
-def job(delivery: str = "dlv-1", due_in: float = 0.0, payload: bytes = b'{"n": 1}', branch: str = "erp") -> Job:
+def job(delivery: str = "dlv-1", due_in: float = 0.0, payload: bytes = b'{"n": 1}', branch: str = "erp",
+        version: str = "") -> Job:
     """A new job; each one created strictly after the one before, so "oldest first" is creation order."""
     global _last_created
     now = _last_created = max(time.time(), _last_created + 1e-6)
-    return Job(uuid.uuid4().hex, delivery, "orders", branch, payload, 0, now, now + due_in, "pending")
+    return Job(uuid.uuid4().hex, delivery, "orders", branch, payload, 0, now, now + due_in, "pending",
+               version=version)
 
 
 async def lease_all(store, consumer: str = "c1", visibility_s: float = 60.0) -> list[Job]:
@@ -215,6 +217,53 @@ async def test_dead_letters_replay_and_purge(store):
     assert await store.purge_dead() == 3
     assert await store.list("dead") == [] and await store.get(jobs[0].id) is None
     assert await store.find("dlv-1") == []
+
+
+@contract
+async def test_jobs_keep_their_version_and_its_source_is_stored_once(store):
+    first, second = [job(version="v1aaaaaaaaaa")], [job(version="v1aaaaaaaaaa")]
+    assert await store.enqueue(first, source=b'{"v": 1}') is True
+    assert await store.enqueue(second, source=b'{"v": 1, "not": "sent again"}') is True
+    assert await store.version_source("v1aaaaaaaaaa") == b'{"v": 1}'     # stored lately: not sent again
+    assert await store.version_source("v0") is None
+    leased = await lease_all(store)
+    assert {j.version for j in leased} == {"v1aaaaaaaaaa"}
+    assert (await store.get(first[0].id)).version == "v1aaaaaaaaaa"
+    assert [j.version for j in await store.find("dlv-1")] == ["v1aaaaaaaaaa"] * 2
+
+
+@contract
+async def test_a_version_is_dropped_once_no_pending_leased_or_dead_job_needs_it(store):
+    jobs = [job(version="v1aaaaaaaaaa"), job(version="v1aaaaaaaaaa")]
+    await store.enqueue(jobs, source=b"one")
+    await store.enqueue([job(version="v2bbbbbbbbbb")], source=b"two")
+    assert await store.drop_versions(time.time() - 60) == 0          # stored lately: kept anyway
+    assert await store.drop_versions(time.time() + 1) == 0           # every version has pending jobs
+    first, second, third = sorted(await lease_all(store), key=lambda j: j.created_at)
+    await store.complete(first)
+    await store.dead(second, "HTTP 400")
+    await store.complete(third)
+    assert await store.drop_versions(time.time() + 1) == 1            # v2 has no job left; v1 a dead one
+    assert await store.version_source("v2bbbbbbbbbb") is None
+    assert await store.version_source("v1aaaaaaaaaa") == b"one"
+    assert await store.purge_dead() == 1
+    assert await store.drop_versions(time.time() + 1) == 1
+    assert await store.version_source("v1aaaaaaaaaa") is None
+
+
+@contract
+async def test_replay_pinned_to_another_version_stores_its_source(store):
+    await store.enqueue([job(version="v1aaaaaaaaaa")], source=b"one")
+    [leased] = await lease_all(store)
+    await store.dead(leased, "HTTP 400")
+    assert await store.replay(leased.id, pin=("v2bbbbbbbbbb", b"two")) is True
+    assert await store.replay(leased.id, pin=("v2bbbbbbbbbb", b"two")) is False   # not dead any more
+    assert (await store.get(leased.id)).version == "v2bbbbbbbbbb"
+    assert await store.version_source("v2bbbbbbbbbb") == b"two"
+    assert await store.drop_versions(time.time() + 1) == 1            # v1: no job needs it now
+    assert await store.version_source("v1aaaaaaaaaa") is None
+    [again] = await lease_all(store)
+    assert again.version == "v2bbbbbbbbbb"
 
 
 @contract
@@ -863,3 +912,42 @@ def test_sqlite_wal_stays_bounded_while_two_stores_write_without_pause(tmp_path,
     assert max(sizes) > 1 << 20, f"the WAL never passed 1 MB ({max(sizes)} B): the test proves nothing"
     assert any(later < earlier for earlier, later in zip(sizes, sizes[1:])), "never cut back"
     assert max(sizes) < 64 << 20, [s >> 20 for s in sizes]     # MB; it grew to 450 MB in 3 s before
+
+
+def test_sqlite_store_from_before_versions_still_loads_its_jobs(tmp_path):
+    """A store file written before jobs had a version: its rows load with version ''."""
+    import sqlite3
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, delivery TEXT NOT NULL, pipeline TEXT NOT NULL,"
+                 " branch TEXT NOT NULL, payload BLOB NOT NULL, attempt INTEGER NOT NULL, created_at REAL NOT NULL,"
+                 " due_at REAL NOT NULL, state TEXT NOT NULL, last_error TEXT NOT NULL DEFAULT '',"
+                 " lease TEXT NOT NULL DEFAULT '', consumer TEXT NOT NULL DEFAULT '', until REAL NOT NULL DEFAULT 0)")
+    conn.execute("INSERT INTO jobs (id, delivery, pipeline, branch, payload, attempt, created_at, due_at, state)"
+                 " VALUES ('old1', 'd1', 'orders', 'erp', '{}', 0, 1, 1, 'pending')")
+    conn.commit()
+    conn.close()
+
+    async def main():
+        async with open_store(f"sqlite:{path}") as store:
+            [old] = await store.lease("c1", 10, 60)
+            assert (old.id, old.version) == ("old1", "")
+            await store.enqueue([job(version="v1aaaaaaaaaa")], source=b"one")
+            assert {j.version for j in await store.list()} == {"", "v1aaaaaaaaaa"}
+    asyncio.run(main())
+
+
+def test_redis_job_from_before_versions_still_loads(backend):
+    if backend.name != "redis":
+        pytest.skip("a Redis layout")
+
+    async def main():
+        async with backend.store() as store:
+            await store.enqueue([job()])
+            [stored] = await store.list()
+            await store._client.hdel(store._key("job:" + stored.id), "version")
+            [old] = await store.lease("c1", 10, 60)
+            assert (old.id, old.version) == (stored.id, "")
+            await store.complete(old)
+            assert (await store.get(stored.id)).state == "done"
+    asyncio.run(main())

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["COUNTED", "DEFAULT_URL", "STATES", "DuplicateJob", "Job", "QueueError", "Store",
-           "StoreUnavailable", "open_store"]
+__all__ = ["COUNTED", "DEFAULT_URL", "STATES", "VERSION_KEEP_S", "DuplicateJob", "Job", "QueueError", "Store",
+           "StoreUnavailable", "StoredVersions", "open_store"]
 
 DEFAULT_URL = "sqlite:hookline.db"
 STATES = ("pending", "leased", "done", "dead")
@@ -76,14 +77,45 @@ class Job:
     state: str         # "pending" | "leased" | "done" | "dead"
     last_error: str = ""
     lease: str = ""    # lease token while leased
+    version: str = ""  # the version of the pipeline that accepted it ("": stored before versions)
 
     @classmethod
     def new(cls, delivery: str, pipeline: str, branch: str, payload: bytes,
-            due_at: float | None = None) -> Job:
+            due_at: float | None = None, version: str = "") -> Job:
         """A pending job with a fresh id, due now unless ``due_at`` is given."""
         now = time.time()
         return cls(uuid.uuid4().hex, delivery, pipeline, branch, payload, 0, now,
-                   now if due_at is None else due_at, "pending")
+                   now if due_at is None else due_at, "pending", version=version)
+
+
+# A version's source (dsl/sources.py) stays in the store while a pending, leased or dead job
+# was accepted by it, and for at least VERSION_KEEP_S after a process last stored it. A
+# process stores a version's source with the first jobs it accepts under it, then again
+# every VERSION_KEEP_S / 3 (not per request): so a process that believes the source is
+# stored is right even when the last job of that version has just been delivered.
+VERSION_KEEP_S = float(os.environ.get("HOOKLINE_VERSION_KEEP_S", "300"))
+
+
+class StoredVersions:
+    """Which version sources this process stored lately (per store): ``wanted(version)``
+    says whether the next enqueue must carry the source."""
+
+    def __init__(self, keep_s: float = VERSION_KEEP_S, clock=time.monotonic):
+        self.refresh_s, self.clock, self.stored = keep_s / 3, clock, {}
+
+    def wanted(self, version: str) -> bool:
+        """True (and noted as stored) when the source should go with this enqueue."""
+        at = self.stored.get(version)
+        now = self.clock()
+        if at is not None and now - at < self.refresh_s:
+            return False
+        self.stored[version] = now
+        return True
+
+    def failed(self, version: str, future) -> None:
+        """When ``future`` (the enqueue that carried the source) fails, send it again."""
+        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None
+                                 or self.stored.pop(version, None))
 
 
 class Store(Protocol):
@@ -93,8 +125,13 @@ class Store(Protocol):
     async def close(self) -> None:
         """Finish what was accepted, then disconnect."""
 
-    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None,
+                      source: bytes | None = None) -> bool:
         """Commit ``jobs`` durably, all or none, before returning.
+
+        ``source``: the source of the pipeline version that accepted them (all of one
+        version, ``jobs[0].version``); stored in the same commit unless this store stored
+        it lately (:class:`StoredVersions`).
 
         ``dedupe=(key, response, ttl_s)`` stores the first response for a
         delivery id in the same commit. If ``key`` is already stored (within
@@ -102,7 +139,7 @@ class Store(Protocol):
         ``dedupe_get(key)``. Otherwise True.
         """
 
-    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+    def enqueue_soon(self, jobs: list[Job], dedupe=None, source=None) -> asyncio.Future:
         """``enqueue`` as a future (StoreBase runs it as a task; SQLite hands back its
         writer's own future)."""
 
@@ -146,8 +183,10 @@ class Store(Protocol):
     async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
         """Jobs (in ``state``), oldest first by ``created_at``."""
 
-    async def replay(self, job_id: str) -> bool:
-        """Dead → pending, due now, attempt 0, no last error. False if not dead."""
+    async def replay(self, job_id: str, pin: tuple[str, bytes] | None = None) -> bool:
+        """Dead → pending, due now, attempt 0, no last error. False if not dead.
+        ``pin=(version, source)``: the job is delivered by that version from now on
+        (``dlq replay --current``); its source is stored in the same commit."""
 
     async def replay_all(self) -> int: ...
 
@@ -165,6 +204,14 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Return when the store answers (readiness); raise StoreUnavailable when not."""
+
+    async def version_source(self, version: str) -> bytes | None:
+        """The stored source of a pipeline version (dsl/sources.py), if kept."""
+
+    async def drop_versions(self, stored_before: float) -> int:
+        """Forget the sources that no pending, leased or dead job was accepted by, stored
+        last before ``stored_before`` (unix seconds; delivery passes now - VERSION_KEEP_S);
+        returns how many."""
 
     # The run history (engine/history.py, engine/queue/runs.py): a run is stored and answered as
     # three byte strings, (record JSON, request body, response body); attempts as JSON.
@@ -189,10 +236,10 @@ class Store(Protocol):
 class StoreBase:
     """What every backend shares: ``async with store:`` opens and closes it."""
 
-    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+    def enqueue_soon(self, jobs: list[Job], dedupe=None, source=None) -> asyncio.Future:
         """``enqueue`` as a future, for a caller that answers from a done-callback
         rather than from a task of its own (the request path)."""
-        return asyncio.ensure_future(self.enqueue(jobs, dedupe))
+        return asyncio.ensure_future(self.enqueue(jobs, dedupe, source))
 
     async def __aenter__(self):
         await self.open()

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from engine.queue import COUNTED, DuplicateJob, Job, StoreBase
+from engine.queue import COUNTED, DuplicateJob, Job, StoreBase, StoredVersions
 from engine.queue.runs import MemoryRuns
 
 
@@ -29,6 +29,8 @@ class MemoryStore(StoreBase):
         self._jobs: dict[str, Job] = {}
         self._leases: dict[str, _Lease] = {}
         self._dedupe: dict[str, tuple[bytes, float]] = {}
+        self._versions: dict[str, tuple[bytes, float]] = {}   # version -> (source, stored at)
+        self._stored = StoredVersions()
         self._runs = MemoryRuns()
 
     async def open(self) -> None:
@@ -37,7 +39,8 @@ class MemoryStore(StoreBase):
     async def close(self) -> None:
         pass
 
-    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None,
+                      source: bytes | None = None) -> bool:
         taken = [job.id for job in jobs if job.id in self._jobs]
         if taken or len({job.id for job in jobs}) < len(jobs):
             raise DuplicateJob(f"job id already stored: {(taken or [j.id for j in jobs])[0]}")
@@ -46,6 +49,8 @@ class MemoryStore(StoreBase):
             if self._dedupe_live(key):            # a response is stored (b"" is only a claim)
                 return False
             self._dedupe[key] = (response, self.clock() + ttl_s)
+        if source is not None and jobs and self._stored.wanted(jobs[0].version):
+            self._versions[jobs[0].version] = (source, self.clock())
         for job in jobs:
             self._jobs[job.id] = replace(job, state="pending", lease="")
         return True
@@ -115,11 +120,16 @@ class MemoryStore(StoreBase):
     async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
         return _oldest_first(j for j in self._jobs.values() if state in (None, j.state))[:limit]
 
-    async def replay(self, job_id: str) -> bool:
+    async def replay(self, job_id: str, pin: tuple[str, bytes] | None = None) -> bool:
         job = self._jobs.get(job_id)
         if job is None or job.state != "dead":
             return False
-        self._jobs[job_id] = replace(job, state="pending", attempt=0, due_at=self.clock(), last_error="")
+        version = job.version
+        if pin is not None:
+            version = pin[0]
+            self._versions[version] = (pin[1], self.clock())
+        self._jobs[job_id] = replace(job, state="pending", attempt=0, due_at=self.clock(), last_error="",
+                                     version=version)
         return True
 
     async def replay_all(self) -> int:
@@ -150,6 +160,16 @@ class MemoryStore(StoreBase):
 
     async def ping(self) -> None:
         pass
+
+    async def version_source(self, version: str) -> bytes | None:
+        return self._versions.get(version, (None, 0))[0]
+
+    async def drop_versions(self, stored_before: float) -> int:
+        used = {j.version for j in self._jobs.values() if j.state in COUNTED}
+        doomed = [v for v, (_, at) in self._versions.items() if at < stored_before and v not in used]
+        for version in doomed:
+            del self._versions[version]
+        return len(doomed)
 
     async def record_runs(self, batch) -> None:
         self._runs.write(batch)

@@ -12,6 +12,9 @@ Keys (all under the store's prefix, default ``hookline:``)::
                              emptied by purge_dead; replay and lists use state:dead
     delivery:{id}     set    the job ids of one delivery
     dedupe:{key}      string the first response for a delivery id, with a TTL
+    versions          hash   pipeline version → its source (dsl/sources.py), while jobs need it
+    versions:stored   zset   pipeline version → when a process last stored its source
+    version:{v}       set    the ids of the pending, leased and dead jobs version v accepted
 
 Every operation that changes more than one key is one Lua script, so it is
 atomic and several processes can share the work safely. ``lease`` moves due
@@ -46,7 +49,8 @@ import hiredis
 import redis.asyncio
 import redis.exceptions
 
-from engine.queue import COUNTED, STATES, DuplicateJob, Job, StoreBase, StoreUnavailable
+from engine.queue import (COUNTED, STATES, DuplicateJob, Job, StoreBase, StoredVersions,
+                          StoreUnavailable)
 from engine.queue import redis_runs as _runs
 
 DEFAULT_PREFIX = "hookline:"
@@ -89,6 +93,17 @@ local function schedule(id, due)
   end
 end
 
+-- a version's source, and when a process last stored it (the jobs of a version: version:{v})
+local function store_version(version, source)
+  redis.call('HSET', P .. 'versions', version, source)
+  redis.call('ZADD', P .. 'versions:stored', NOW, version)
+end
+
+local function unversion(id)
+  local version = redis.call('HGET', jobkey(id), 'version')
+  if version and version ~= '' then redis.call('SREM', P .. 'version:' .. version, id) end
+end
+
 local function unschedule(id)
   local msg = redis.call('HGET', jobkey(id), 'msg')
   if msg and msg ~= '' then
@@ -101,10 +116,11 @@ local function unschedule(id)
 end
 """
 
-# ARGV: prefix, now, dedupe key ('' = none), response, ttl ms, then 9 fields per job.
+# ARGV: prefix, now, dedupe key ('' = none), response, ttl ms, version, its source ('' = stored
+# lately), then 10 fields per job.
 ENQUEUE = PRELUDE + """
 local seen = {}
-for i = 6, #ARGV, 9 do
+for i = 8, #ARGV, 10 do
   if seen[ARGV[i]] or redis.call('EXISTS', jobkey(ARGV[i])) == 1 then return {-1, ARGV[i]} end
   seen[ARGV[i]] = true
 end
@@ -113,12 +129,15 @@ if ARGV[3] ~= '' then
   if current and current ~= '' then return {0} end   -- '' is only a claim: replace it
   redis.call('SET', P .. 'dedupe:' .. ARGV[3], ARGV[4], 'PX', ARGV[5])
 end
-for i = 6, #ARGV, 9 do
+if ARGV[7] ~= '' then store_version(ARGV[6], ARGV[7]) end
+for i = 8, #ARGV, 10 do
   local id = ARGV[i]
   redis.call('HSET', jobkey(id), 'id', id, 'delivery', ARGV[i+1], 'pipeline', ARGV[i+2],
              'branch', ARGV[i+3], 'payload', ARGV[i+4], 'attempt', ARGV[i+5], 'created_at', ARGV[i+6],
-             'due_at', ARGV[i+7], 'last_error', ARGV[i+8], 'lease', '', 'consumer', '', 'until', 0)
+             'due_at', ARGV[i+7], 'last_error', ARGV[i+8], 'lease', '', 'consumer', '', 'until', 0,
+             'version', ARGV[i+9])
   redis.call('SADD', P .. 'delivery:' .. ARGV[i+1], id)
+  if ARGV[i+9] ~= '' then redis.call('SADD', P .. 'version:' .. ARGV[i+9], id) end
   move(id, nil, 'pending')
   schedule(id, ARGV[i+7])
 end
@@ -178,6 +197,7 @@ unschedule(id)
 redis.call('HINCRBY', k, 'attempt', 1)
 if ARGV[7] then redis.call('HSET', k, 'last_error', ARGV[7]) end
 move(id, 'leased', ARGV[5])
+if ARGV[5] == 'done' then unversion(id) end
 if ARGV[5] == 'pending' then
   redis.call('HSET', k, 'due_at', ARGV[6])
   schedule(id, ARGV[6])
@@ -213,13 +233,20 @@ redis.call('XGROUP', 'DELCONSUMER', READY, 'workers', ARGV[3])
 return released
 """
 
-# ARGV: prefix, now, job id or '' for the next batch of dead jobs. Returns {replayed, looked at}.
+# ARGV: prefix, now, job id or '' for the next batch of dead jobs[, version, its source: the job
+# is pinned to that version]. Returns {replayed, looked at}.
 REPLAY = PRELUDE + """
 local ids = {ARGV[3]}
 if ARGV[3] == '' then ids = redis.call('ZRANGE', P .. 'state:dead', 0, %d) end
 local replayed = 0
 for _, id in ipairs(ids) do
   if redis.call('HGET', jobkey(id), 'state') == 'dead' then
+    if ARGV[4] then
+      unversion(id)
+      store_version(ARGV[4], ARGV[5])
+      redis.call('HSET', jobkey(id), 'version', ARGV[4])
+      redis.call('SADD', P .. 'version:' .. ARGV[4], id)
+    end
     redis.call('HSET', jobkey(id), 'attempt', 0, 'due_at', ARGV[2], 'last_error', '')
     move(id, 'dead', 'pending')
     schedule(id, NOW)
@@ -238,11 +265,26 @@ local ids = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. ARGV[4], 'LIMIT', 
 for _, id in ipairs(ids) do
   local delivery = redis.call('HGET', jobkey(id), 'delivery')
   if delivery then redis.call('SREM', P .. 'delivery:' .. delivery, id) end
+  unversion(id)
   redis.call('DEL', jobkey(id))
   redis.call('ZREM', index, id)
 end
 return #ids
 """ % BATCH
+
+# ARGV: prefix, now, stored before. The sources stored last before then that no pending, leased
+# or dead job was accepted by (the jobs of version v are in version:{v} until done or purged).
+DROP_VERSIONS = PRELUDE + """
+local dropped = 0
+for _, version in ipairs(redis.call('ZRANGEBYSCORE', P .. 'versions:stored', '-inf', '(' .. ARGV[3])) do
+  if redis.call('SCARD', P .. 'version:' .. version) == 0 then
+    redis.call('HDEL', P .. 'versions', version)
+    redis.call('ZREM', P .. 'versions:stored', version)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
 
 
 def _guarded(method):
@@ -288,6 +330,7 @@ class RedisStore(StoreBase):
         self._scripts: dict = {}
         self._waiting: list = []          # (script, args, future, convert) for the next round trip
         self._sending: asyncio.Task | None = None
+        self._stored = StoredVersions()
 
     async def open(self) -> None:
         try:
@@ -302,7 +345,7 @@ class RedisStore(StoreBase):
             self.url, **POOL))
         names = {"enqueue": ENQUEUE, "lease": LEASE, "finish": FINISH, "release": RELEASE,
                  "replay": REPLAY, "purge": PURGE, "take": TAKE_TOKEN, "claim": CLAIM,
-                 "unclaim": UNCLAIM}
+                 "unclaim": UNCLAIM, "drop_versions": DROP_VERSIONS}
         self._scripts = {name: self._redis.register_script(text) for name, text in names.items()}
         try:
             await self._redis.xgroup_create(self._key("ready"), GROUP, id="0", mkstream=True)
@@ -409,15 +452,22 @@ class RedisStore(StoreBase):
         finally:
             await pool.release(conn)
 
-    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
+    def enqueue_soon(self, jobs: list[Job], dedupe=None, source=None) -> asyncio.Future:
         key, response, ttl_s = dedupe or ("", b"", 0.0)
+        version = jobs[0].version if jobs else ""
+        carried = source is not None and jobs and self._stored.wanted(version)
         fields = [value for job in jobs for value in (
             job.id, job.delivery, job.pipeline, job.branch, job.payload, job.attempt,
-            repr(job.created_at), repr(job.due_at), job.last_error)]
-        return self._soon("enqueue", [key, response, max(1, round(ttl_s * 1000)), *fields], _enqueued)
+            repr(job.created_at), repr(job.due_at), job.last_error, job.version)]
+        future = self._soon("enqueue", [key, response, max(1, round(ttl_s * 1000)), version,
+                                        source if carried else "", *fields], _enqueued)
+        if carried:
+            self._stored.failed(version, future)
+        return future
 
-    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
-        return await self.enqueue_soon(jobs, dedupe)
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None,
+                      source: bytes | None = None) -> bool:
+        return await self.enqueue_soon(jobs, dedupe, source)
 
     @_guarded
     async def dedupe_get(self, key: str) -> bytes | None:
@@ -476,8 +526,8 @@ class RedisStore(StoreBase):
             return [_job(fields) for fields in await pipe.execute() if fields]
 
     @_guarded
-    async def replay(self, job_id: str) -> bool:
-        replayed, _ = await self._run("replay", job_id)
+    async def replay(self, job_id: str, pin: tuple[str, bytes] | None = None) -> bool:
+        replayed, _ = await self._run("replay", job_id, *(pin or ()))
         return replayed == 1
 
     @_guarded
@@ -527,6 +577,14 @@ class RedisStore(StoreBase):
     @_guarded
     async def ping(self) -> None:
         await self._client.ping()
+
+    @_guarded
+    async def version_source(self, version: str) -> bytes | None:
+        return await self._client.hget(self._key("versions"), version)
+
+    @_guarded
+    async def drop_versions(self, stored_before: float) -> int:
+        return await self._run("drop_versions", repr(stored_before))
 
 
     # the run history (engine/history.py; the keys are in engine/queue/redis_runs.py)
@@ -614,7 +672,8 @@ def _job(fields: dict) -> Job:
     return Job(id=_text(text["id"]), delivery=_text(text["delivery"]), pipeline=_text(text["pipeline"]),
                branch=_text(text["branch"]), payload=text["payload"], attempt=int(text["attempt"]),
                created_at=float(text["created_at"]), due_at=float(text["due_at"]),
-               state=_text(text["state"]), last_error=_text(text["last_error"]), lease=_text(text["lease"]))
+               state=_text(text["state"]), last_error=_text(text["last_error"]), lease=_text(text["lease"]),
+               version=_text(text.get("version", b"")))
 
 
 def from_url(url: str, for_delivery: bool = False) -> RedisStore:

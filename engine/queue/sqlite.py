@@ -27,7 +27,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from engine.queue import COUNTED, DuplicateJob, Job, QueueError, StoreBase, StoreUnavailable
+from engine.queue import (COUNTED, DuplicateJob, Job, QueueError, StoreBase, StoredVersions,
+                          StoreUnavailable)
 from engine.queue import runs as _runs
 
 SCHEMA = """
@@ -44,17 +45,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error TEXT NOT NULL DEFAULT '',
     lease TEXT NOT NULL DEFAULT '',
     consumer TEXT NOT NULL DEFAULT '',
-    until REAL NOT NULL DEFAULT 0
+    until REAL NOT NULL DEFAULT 0,
+    version TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state_due ON jobs (state, due_at);
 CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs (delivery);
+CREATE TABLE IF NOT EXISTS versions (
+    version TEXT PRIMARY KEY,
+    source BLOB NOT NULL,
+    stored_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dedupe (
     key TEXT PRIMARY KEY,
     response BLOB NOT NULL,
     expires_at REAL NOT NULL
 );
 """
-JOB_COLUMNS = "id, delivery, pipeline, branch, payload, attempt, created_at, due_at, state, last_error, lease"
+JOB_COLUMNS = "id, delivery, pipeline, branch, payload, attempt, created_at, due_at, state, last_error, lease, version"
 MAX_BATCH = 1000          # operations per transaction
 DEDUPE_SWEEP_S = 60.0     # how often expired dedupe keys are deleted
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock
@@ -324,6 +331,7 @@ class SqliteStore(StoreBase):
         self._reader: Reader | None = None
         self._checkpoints: asyncio.Task | None = None
         self._history: _runs.SqliteHistory | None = None    # the run history's own file: see open()
+        self._stored = StoredVersions()
 
     @property
     def commits(self) -> int:
@@ -397,11 +405,16 @@ class SqliteStore(StoreBase):
             raise StoreUnavailable(f"sqlite {self.path}: store is not open")
         return self._reader.run(fn, *args)
 
-    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None) -> bool:
-        return await self._write(_enqueue, jobs, dedupe)
+    async def enqueue(self, jobs: list[Job], dedupe: tuple[str, bytes, float] | None = None,
+                      source: bytes | None = None) -> bool:
+        return await self.enqueue_soon(jobs, dedupe, source)
 
-    def enqueue_soon(self, jobs: list[Job], dedupe=None) -> asyncio.Future:
-        return self._write(_enqueue, jobs, dedupe)     # the writer's own future: no task needed
+    def enqueue_soon(self, jobs: list[Job], dedupe=None, source=None) -> asyncio.Future:
+        if source is None or not jobs or not self._stored.wanted(jobs[0].version):
+            return self._write(_enqueue, jobs, dedupe, None)   # the writer's own future: no task needed
+        future = self._write(_enqueue, jobs, dedupe, source)
+        self._stored.failed(jobs[0].version, future)
+        return future
 
     async def dedupe_get(self, key: str) -> bytes | None:
         return await self._read(_dedupe_get, key)
@@ -440,8 +453,10 @@ class SqliteStore(StoreBase):
         args = (limit,) if state is None else (state, limit)
         return await self._read(_select, f"{where} ORDER BY created_at, id LIMIT ?", args)
 
-    async def replay(self, job_id: str) -> bool:
-        return bool(await self._write(_change, _REPLAY + " AND id = ?", (time.time(), job_id)))
+    async def replay(self, job_id: str, pin: tuple[str, bytes] | None = None) -> bool:
+        if pin is None:
+            return bool(await self._write(_change, _REPLAY + " AND id = ?", (time.time(), job_id)))
+        return await self._write(_replay_pinned, job_id, *pin)
 
     async def replay_all(self) -> int:
         return await self._write(_change, _REPLAY, (time.time(),))
@@ -461,6 +476,14 @@ class SqliteStore(StoreBase):
 
     async def ping(self) -> None:
         await self._read(_ping)
+
+    async def version_source(self, version: str) -> bytes | None:
+        return await self._read(_version_source, version)
+
+    async def drop_versions(self, stored_before: float) -> int:
+        return await self._write(_change, "DELETE FROM versions WHERE stored_at < ? AND version NOT IN"
+                                 " (SELECT version FROM jobs WHERE state IN ('pending', 'leased', 'dead'))",
+                                 (stored_before,))
 
     # the run history (engine/history.py; the SQL is in engine/queue/runs.py)
 
@@ -488,9 +511,29 @@ _REPLAY = "UPDATE jobs SET state = 'pending', attempt = 0, last_error = '', due_
 def _create(conn: sqlite3.Connection) -> None:
     for statement in filter(str.strip, SCHEMA.split(";")):
         conn.execute(statement)  # not executescript(): it would COMMIT the batch early
+    if "version" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:   # a store from before
+        conn.execute("ALTER TABLE jobs ADD COLUMN version TEXT NOT NULL DEFAULT ''")
 
 
-def _enqueue(conn, jobs, dedupe) -> bool:
+def _store_version(conn, version: str, source: bytes) -> None:
+    conn.execute("INSERT INTO versions VALUES (?, ?, ?) ON CONFLICT (version) DO UPDATE SET"
+                 " source = excluded.source, stored_at = excluded.stored_at", (version, source, time.time()))
+
+
+def _version_source(conn, version: str) -> bytes | None:
+    row = conn.execute("SELECT source FROM versions WHERE version = ?", (version,)).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def _replay_pinned(conn, job_id: str, version: str, source: bytes) -> bool:
+    if not conn.execute(_REPLAY.replace("due_at = ?", "due_at = ?, version = ?") + " AND id = ?",
+                        (time.time(), version, job_id)).rowcount:
+        return False
+    _store_version(conn, version, source)
+    return True
+
+
+def _enqueue(conn, jobs, dedupe, source) -> bool:
     if dedupe is not None:
         key, response, ttl_s = dedupe
         now = time.time()
@@ -498,13 +541,16 @@ def _enqueue(conn, jobs, dedupe) -> bool:
         if row is not None and row[0] > now and row[1]:      # b"" is only a claim: replace it
             return False
         conn.execute("INSERT OR REPLACE INTO dedupe VALUES (?, ?, ?)", (key, response, now + ttl_s))
-    rows = [(j.id, j.delivery, j.pipeline, j.branch, j.payload, j.attempt, j.created_at, j.due_at, j.last_error)
-            for j in jobs]
+    rows = [(j.id, j.delivery, j.pipeline, j.branch, j.payload, j.attempt, j.created_at, j.due_at, j.last_error,
+             j.version) for j in jobs]
     try:
         conn.executemany("INSERT INTO jobs (id, delivery, pipeline, branch, payload, attempt, created_at,"
-                         " due_at, state, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)", rows)
+                         " due_at, state, last_error, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                         rows)
     except sqlite3.IntegrityError:
         raise DuplicateJob("a job id is already stored") from None
+    if source is not None:
+        _store_version(conn, jobs[0].version, source)
     return True
 
 
