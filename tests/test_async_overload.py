@@ -42,7 +42,7 @@ def test_a_full_backlog_answers_503_with_retry_after():
 class _FailingStore(MemoryStore):
     """A store whose commit fails, as a full disk or a lost Redis connection would."""
 
-    async def enqueue(self, jobs, dedupe=None):
+    async def enqueue(self, jobs, dedupe=None, source=None):
         raise StoreUnavailable("disk full")
 
 
