@@ -203,7 +203,11 @@ def test_replay_from_the_dlq_page_delivers_the_job(dest, servers, store):
     server = ui_server(servers, dest, store)
     job = dead_order(server, dest)
     s = login(server)
-    csrf = csrf_of(s.get(server.url + UI + "/dlq", timeout=10))
+    page = s.get(server.url + UI + "/dlq", timeout=10)
+    version = requests.get(server.url + ADMIN[0] + f"/deliveries/{job}", timeout=10,
+                           headers={"Authorization": "Bearer " + TOKEN}).json()["version"]
+    assert re.fullmatch(r"[0-9a-f]{12}", version) and f"<td><code>{version}</code></td>" in page.text, page.text
+    csrf = csrf_of(page)
     resp = s.post(server.url + UI + f"/dlq/{job}/replay", data={"csrf": csrf}, allow_redirects=False, timeout=10)
     assert resp.status_code == 303 and resp.headers["Location"] == UI + f"/deliveries/{job}?done=replayed"
     wait_until(lambda: "state-done" in s.get(server.url + resp.headers["Location"], timeout=10).text, 15,

@@ -186,7 +186,7 @@ def test_a_job_is_delivered_by_the_version_that_accepted_it(tmp_path, dest, stor
         server.stop()
 
 
-def test_a_plain_replay_sends_the_accepting_versions_body_and_dry_run_exit_codes(tmp_path, dest, sqlite_store):
+def test_a_plain_replay_sends_the_accepting_versions_body_and_all_current_todays(tmp_path, dest, sqlite_store):
     import os
     store = sqlite_store
     directory = tmp_path / "pipelines"
@@ -196,10 +196,11 @@ def test_a_plain_replay_sends_the_accepting_versions_body_and_dry_run_exit_codes
     server = start_hookline([directory], env={"PIN_DEST": dest.url, "PIN_TOKEN": TOKEN},
                             extra=("--store", store), tail=True)
     try:
-        dest.status, dest.plan["dead-2"] = 200, 400
-        assert requests.post(server.url + "/pinned", json={"id": "dead-2", "sku": "A"}, timeout=10).status_code == 202
-        wait_until(lambda: hookline("dlq", "list", store=store, env=env).stdout.count("\n") == 1, 20,
-                   "dead-2 dead-lettered")
+        dest.status, dest.plan["dead-2"], dest.plan["dead-3"] = 200, 400, 400
+        for ident in ("dead-2", "dead-3"):
+            assert requests.post(server.url + "/pinned", json={"id": ident, "sku": "A"}, timeout=10).status_code == 202
+        wait_until(lambda: hookline("dlq", "list", store=store, env=env).stdout.count("\n") == 2, 20,
+                   "dead-2 and dead-3 dead-lettered")
         dead = dead_job(store, env, "dead-2")
         write(directory, V2_BODY, "Avocado")
         server.proc.send_signal(signal.SIGHUP)
@@ -212,13 +213,21 @@ def test_a_plain_replay_sends_the_accepting_versions_body_and_dry_run_exit_codes
         missing = hookline("dlq", "replay", "no-such-job", "--dry-run", "--pipelines", str(directory),
                            store=store, env=env)
         assert missing.returncode == 1 and "no such job" in missing.stderr, missing
+        every = hookline("dlq", "replay", "--all", "--dry-run", "--pipelines", str(directory), store=store, env=env)
+        assert every.returncode == 0 and every.stdout.count("=== diff\n") == 2, every
+        assert every.stdout.endswith("2 dead job(s); nothing was sent or changed\n"), every.stdout
 
-        del dest.plan["dead-2"]
+        del dest.plan["dead-2"], dest.plan["dead-3"]
         assert hookline("dlq", "replay", dead["id"], store=store, env=env).returncode == 0
         wait_until(lambda: dest.received("dead-2"), 20, "dead-2 delivered again")
         assert dest.received("dead-2") == [{"id": "dead-2", "item": "Apple", "shape": "v1"}]
         not_dead = hookline("dlq", "replay", dead["id"], "--current", "--pipelines", str(directory),
                             store=store, env=env)
         assert not_dead.returncode == 1 and "not in the dead-letter store" in not_dead.stderr, not_dead
+
+        current = hookline("dlq", "replay", "--all", "--current", "--pipelines", str(directory), store=store, env=env)
+        assert current.returncode == 0 and json.loads(current.stdout)["replayed"] == 1, current   # dead-3 only
+        wait_until(lambda: dest.received("dead-3"), 20, "dead-3 delivered again")
+        assert dest.received("dead-3") == [{"order_id": "dead-3", "item": "Avocado", "shape": "v2"}]
     finally:
         server.stop()
