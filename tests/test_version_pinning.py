@@ -231,3 +231,41 @@ def test_a_plain_replay_sends_the_accepting_versions_body_and_all_current_todays
         assert dest.received("dead-3") == [{"order_id": "dead-3", "item": "Avocado", "shape": "v2"}]
     finally:
         server.stop()
+
+
+def test_a_job_whose_version_is_gone_or_no_longer_compiles_is_dead_lettered_saying_what_to_do(tmp_path, monkeypatch):
+    """The delivery worker (engine/delivery.py) with the memory store: a job of a version the
+    store no longer keeps, and one whose stored version needs an ${env:} variable gone since."""
+    import asyncio
+
+    import dsl
+    from engine.delivery import Deliverer
+    from engine.queue import Job
+    from engine.queue.memory import MemoryStore
+
+    env = {"PIN_DEST": "http://127.0.0.1:9", "PIN_TOKEN": TOKEN}
+    write(tmp_path, V1_BODY, "Apple")
+    [v1], _ = dsl.compile_paths([tmp_path], env=env)
+    write(tmp_path, V2_BODY, "Avocado")
+    [v2], _ = dsl.compile_paths([tmp_path], env=env)
+    monkeypatch.setenv("PIN_DEST", env["PIN_DEST"])
+    monkeypatch.delenv("PIN_TOKEN", raising=False)      # the delivery worker's environment lost it
+
+    async def main():
+        store = MemoryStore()
+        gone = Job.new("d-gone", "pinned", "erp", b'{"steps": {}}', version="0123456789ab")
+        stale = Job.new("d-stale", "pinned", "erp", b'{"steps": {}}', version=v1.version)
+        await store.enqueue([gone])
+        await store.enqueue([stale], source=v1.source)
+        deliverer = Deliverer(store, [v2], outbound=None)
+        for job in await store.lease("c1", 10, 60):
+            await deliverer.attempt(job)
+        return await store.get(gone.id), await store.get(stale.id)
+
+    gone, stale = asyncio.run(main())
+    assert gone.state == "dead" and gone.last_error == (
+        f"version 0123456789ab of pipeline 'pinned' is not stored any more; hookline dlq replay --current "
+        f"{gone.id} delivers it with today's version"), gone
+    assert stale.state == "dead" and stale.last_error.startswith(
+        f"version {v1.version} of pipeline 'pinned' does not compile any more: "), stale
+    assert "missing-env: environment variable PIN_TOKEN is not set" in stale.last_error, stale
