@@ -247,7 +247,7 @@ def _run_row(pipeline, exchange, at: float, status: int, seconds: float) -> tupl
               "body_truncated": len(raw) > cut, "steps": _steps(ctx.steps, trace, cut) if trace else [],
               "calls": _calls(trace) if trace else [], "response": response}
     secrets = hidden + history.secrets if hidden else history.secrets
-    blob = orjson.dumps(record)
+    blob = dumps_json(record)
     if secrets:
         blob, body, response_body = (_masked(record, blob, secrets), _masked_bytes(body, secrets),
                                      _masked_bytes(response_body, secrets))
@@ -350,7 +350,7 @@ def _masked(record: dict, blob: bytes, secrets) -> bytes:
     found = [s for s in secrets if orjson.dumps(s)[1:-1] in blob]
     if not found:
         return blob
-    return orjson.dumps(_mask(record, found))
+    return dumps_json(_mask(record, found))
 
 
 def _masked_bytes(body: bytes, secrets) -> bytes:
@@ -379,7 +379,7 @@ def _attempt_row(entry) -> tuple:
     job, delivery, pipeline, branch, attempt, at, outcome, status, seconds, error, history = entry
     record = {"job": job, "branch": branch, "attempt": attempt, "at": at, "outcome": outcome,
               "status": status, "duration_ms": _ms(seconds), "error": error}
-    return job, delivery, pipeline, at, _masked(record, orjson.dumps(record), history.secrets)
+    return job, delivery, pipeline, at, _masked(record, dumps_json(record), history.secrets)
 
 
 def _ms(seconds: float) -> float:
