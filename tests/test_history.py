@@ -175,15 +175,15 @@ async def _stats(url, since_s=3600):
         await store.close()
 
 
-def test_stats_count_every_request_not_only_the_runs_kept(dest, servers, sqlite_store):
-    server = serve(servers, dest, sqlite_store)
+def test_stats_count_every_request_not_only_the_runs_kept(dest, servers, store):
+    server = serve(servers, dest, store)
     for i in range(7):
         assert recorded(server, f"s-{i}").status_code == 200
     dest.plan("s-down", 503)
     assert recorded(server, "s-down").status_code == 502
-    wait_until(lambda: asyncio.run(_stats(sqlite_store)).get("hist-recorded", {}).get("requests") == 8, 10,
+    wait_until(lambda: asyncio.run(_stats(store)).get("hist-recorded", {}).get("requests") == 8, 10,
                "8 requests counted", poll=0.1)
-    counted = asyncio.run(_stats(sqlite_store))["hist-recorded"]
+    counted = asyncio.run(_stats(store))["hist-recorded"]
     assert counted["errors"] == 1 and 0 < counted["p50_ms"] <= counted["p99_ms"]
     assert len(runs(server, pipeline="hist-recorded", limit=100)) == 5      # keep: 5
 
