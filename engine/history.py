@@ -31,6 +31,7 @@ from dataclasses import replace
 
 import orjson
 
+from dsl import strict_json
 from dsl.runtime import CallError, dumps_json
 
 from .queue import StoreUnavailable
@@ -184,7 +185,10 @@ class Recorder:
                 except asyncio.TimeoutError:
                     pass
                 self.wake.clear()
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:        # a bug: this batch is lost, the next flush comes all the same
+                    log.exception("run history: a flush failed")
         finally:
             if self.buffer or self.minutes or self.attempts:
                 await asyncio.shield(self.flush())
@@ -247,7 +251,7 @@ def _run_row(pipeline, exchange, at: float, status: int, seconds: float) -> tupl
               "body_truncated": len(raw) > cut, "steps": _steps(ctx.steps, trace, cut) if trace else [],
               "calls": _calls(trace) if trace else [], "response": response}
     secrets = hidden + history.secrets if hidden else history.secrets
-    blob = dumps_json(record)
+    blob = dumps_json(record)         # orjson, or the standard library for integers past 64 bits
     if secrets:
         blob, body, response_body = (_masked(record, blob, secrets), _masked_bytes(body, secrets),
                                      _masked_bytes(response_body, secrets))
@@ -428,10 +432,14 @@ async def get_run(store, run_id: str) -> dict | None:
 def _unpacked(stored: tuple, bodies=True) -> dict:
     """A record from the store's ``(record JSON, request body, response body)``."""
     record, body, response = stored
-    record = orjson.loads(record)
-    if bodies:
-        record["body"] = body.decode("utf-8", "replace")
-        record["response"]["body"] = response.decode("utf-8", "replace")
+    if not bodies:                    # a summary: orjson alone (an integer past 64 bits becomes a float)
+        return orjson.loads(record)
+    try:
+        record = strict_json.loads(record, "the stored run", strict_json.MAX_STORED_DEPTH)
+    except strict_json.JSONRefused:   # too deep for exact integers: read as orjson reads it
+        record = orjson.loads(record)
+    record["body"] = body.decode("utf-8", "replace")
+    record["response"]["body"] = response.decode("utf-8", "replace")
     return record
 
 

@@ -128,6 +128,17 @@ def test_a_failed_run_keeps_its_error_and_a_refused_one_its_status(dest, servers
     assert [c["status"] for c in calls] == [503]
 
 
+def test_a_step_output_with_an_integer_past_64_bits_is_recorded_exactly(dest, servers, sqlite_store):
+    server = serve(servers, dest, sqlite_store)
+    big = 2 ** 70 + 1
+    resp = requests.post(server.url + "/h/recorded", data=f'{{"id": {big}}}', timeout=10,
+                         headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    (summary,) = wait_runs(server, 1, pipeline="hist-recorded")
+    assert run(server, summary["run_id"])["steps"][0]["output"]["id"] == big
+    assert "Traceback" not in "".join(server.lines)
+
+
 # --- bounds --------------------------------------------------------------------------------------
 
 def test_only_the_newest_keep_runs_of_a_pipeline_stay(dest, servers, sqlite_store):
