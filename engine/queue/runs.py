@@ -1,5 +1,6 @@
 """What the run history (engine/history.py) hands a store, and the SQLite and memory
-backends' halves of it (Redis: engine/queue/redis_runs.py).
+backends' halves of it (Redis: engine/queue/redis_runs.py; the SQLite store's run records
+are files: engine/queue/segments.py).
 
 A :class:`RunBatch` is one flush of one process: finished runs, delivery attempts,
 per-minute aggregates to add, and the bounds to apply. Records are opaque bytes to the
@@ -14,14 +15,17 @@ than escaped into it. A store answers a run as ``(record, body, response)``.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from engine.queue import StoreUnavailable
+from engine.queue import StoreUnavailable, segments
 
 MINUTES_KEPT_S = 3 * 3600     # per-minute aggregates are kept this long (stats reads at most 2 h)
-HISTORY_SUFFIX = ".history"   # SQLite: the history's file is the store's path + this
+HISTORY_SUFFIX = ".history"   # SQLite: the history's file (attempts, aggregates) is the store's path + this
+RUNS_SUFFIX = ".runs"         # SQLite: the run records' directory (engine/queue/segments.py)
 HISTORY_PAGE_BYTES = 65536
 
 
@@ -73,12 +77,19 @@ CREATE TABLE IF NOT EXISTS run_minutes (
 
 
 class SqliteHistory:
-    """The history's SQLite file: a writer thread (group commit, as the jobs'), a reader and
-    a checkpointer of its own (engine/queue/sqlite.py lends the classes). The file is made
-    with 64 KiB pages, in WAL mode, with its tables, before either connection opens it."""
+    """The SQLite store's history: run records appended to files (``runs``, a
+    :class:`~engine.queue.segments.Segments`, written from a thread of its own), and a
+    SQLite file for the attempts and per-minute aggregates, with a writer thread (group
+    commit, as the jobs'), a reader and a checkpointer of its own (engine/queue/sqlite.py
+    lends the classes). The file is made with 64 KiB pages, in WAL mode, with its tables,
+    before either connection opens it; run records an earlier version kept in it are moved
+    to the files then."""
 
-    def __init__(self, path: str, writer_class, reader_class, checkpoint_every):
+    def __init__(self, path: str, writer_class, reader_class, checkpoint_every, runs_root: str):
         self.path, self._writer_class, self._checkpoint_every = path, writer_class, checkpoint_every
+        self.runs_root = runs_root
+        self.segments = segments.Segments(runs_root)
+        self.appender = ThreadPoolExecutor(1, thread_name_prefix="hookline-history-append")
         self.writer = None
         self.reader = reader_class(path, "hookline-history-read")
         self._starting = None
@@ -95,7 +106,7 @@ class SqliteHistory:
 
     async def _start(self) -> None:
         try:
-            await asyncio.to_thread(_make, self.path)
+            await asyncio.to_thread(_make, self.path, self.runs_root, self.segments)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
         self.writer = self._writer_class(self.path, "NORMAL", sweep=False)
@@ -105,6 +116,25 @@ class SqliteHistory:
     async def write(self, fn, *args):
         await self._started()
         return await self.writer.submit(fn, *args)
+
+    async def record(self, batch: RunBatch) -> None:
+        """The runs appended to their files, then the attempts and aggregates committed."""
+        await self._started()
+        if batch.runs or batch.bounds:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.appender, self.segments.append,
+                                                                 batch.runs, batch.bounds)
+            except OSError as exc:
+                raise StoreUnavailable(f"run history {self.runs_root}: {exc}") from None
+        if batch.attempts or batch.minutes or batch.bounds:
+            await self.writer.submit(sqlite_write, batch)
+
+    async def read_runs(self, fn, *args):
+        await self._started()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, self.runs_root, *args)
+        except OSError as exc:
+            raise StoreUnavailable(f"run history {self.runs_root}: {exc}") from None
 
     async def read(self, fn, *args):
         await self._started()
@@ -119,12 +149,16 @@ class SqliteHistory:
         if self.writer is not None:
             self.writer.hand_over_now()
             await asyncio.to_thread(self.writer.stop)
+        await asyncio.get_running_loop().run_in_executor(self.appender, self.segments.close)
+        self.appender.shutdown()
         await self.reader.close()
 
 
-def _make(path: str) -> None:
-    """Page size first (it cannot change once the file has a table), then WAL and the tables."""
-    from .sqlite import BUSY_TIMEOUT_MS, _while_busy
+def _make(path: str, runs_root: str, appender: segments.Segments) -> None:
+    """Page size first (it cannot change once the file has a table), then WAL and the tables;
+    the run records' directory; run records an earlier version kept in the file moved there."""
+    from .sqlite import BUSY_TIMEOUT_MS, _begin, _while_busy
+    os.makedirs(runs_root, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -132,13 +166,26 @@ def _make(path: str) -> None:
         _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))   # two processes at once: see there
         for statement in filter(str.strip, SQLITE_SCHEMA.split(";")):
             conn.execute(statement)
+        if conn.execute("SELECT 1 FROM run_records LIMIT 1").fetchone() is not None:
+            _begin(conn)
+            try:
+                rows = conn.execute("SELECT run_id, pipeline, at, delivery, record, body, response FROM run_records"
+                                    " ORDER BY at").fetchall()
+                appender.append([tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows], [])
+                appender.close()
+                conn.execute("DELETE FROM run_records")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
     finally:
         conn.close()
 
 
 def sqlite_write(conn, batch: RunBatch) -> None:
+    """The attempts and aggregates of a batch, and the attempts' bounds (the runs went to
+    their files: :meth:`SqliteHistory.record`)."""
     import orjson
-    _insert(conn, "INSERT OR REPLACE INTO run_records VALUES ", batch.runs)
     _insert(conn, "INSERT INTO attempts VALUES ", batch.attempts)
     for (pipeline, minute), counts in batch.minutes.items():
         row = conn.execute("SELECT counts FROM run_minutes WHERE pipeline = ? AND minute = ?",
@@ -147,12 +194,7 @@ def sqlite_write(conn, batch: RunBatch) -> None:
             counts = add_counts(orjson.loads(row[0]), counts)
         conn.execute("INSERT OR REPLACE INTO run_minutes VALUES (?, ?, ?)",
                      (pipeline, minute, orjson.dumps(counts).decode()))
-    for pipeline, keep, before in batch.bounds:
-        conn.execute("DELETE FROM run_records WHERE pipeline = ? AND at < ?", (pipeline, before))
-        row = conn.execute("SELECT at FROM run_records WHERE pipeline = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
-                           (pipeline, keep - 1)).fetchone()
-        if row is not None:
-            conn.execute("DELETE FROM run_records WHERE pipeline = ? AND at < ?", (pipeline, row[0]))
+    for pipeline, _keep, before in batch.bounds:
         conn.execute("DELETE FROM attempts WHERE pipeline = ? AND at < ?", (pipeline, before))
     if batch.minutes:
         conn.execute("DELETE FROM run_minutes WHERE minute < ?", (int((time.time() - MINUTES_KEPT_S) // 60),))
@@ -167,31 +209,6 @@ def _insert(conn, sql: str, rows: list, chunk: int = 500) -> None:
         part = rows[start:start + chunk]
         width = "(" + ", ".join("?" * len(part[0])) + ")"
         conn.execute(sql + ", ".join([width] * len(part)), [value for row in part for value in row])
-
-
-def sqlite_runs(conn, pipeline, limit, q) -> list[tuple]:
-    """Records newest first, each pipeline's read through its (pipeline, at) index; with
-    ``q`` the candidates (exact matching is the caller's)."""
-    if pipeline is None:
-        names = [r[0] for r in conn.execute("SELECT DISTINCT pipeline FROM run_records")]
-    else:
-        names = [pipeline]
-    found = []
-    for name in names:
-        sql, args = "SELECT at, record FROM run_records WHERE pipeline = ?", [name]
-        if q is not None:
-            import orjson
-            sql += " AND (run_id = ? OR delivery = ? OR instr(record, ?) > 0)"     # headers are in the record
-            args += [q, q, orjson.dumps(q)]
-        found += conn.execute(sql + " ORDER BY at DESC" + ("" if q is not None else " LIMIT ?"),
-                              args + ([] if q is not None else [limit])).fetchall()
-    found.sort(key=lambda r: r[0], reverse=True)
-    return [(bytes(r[1]), b"", b"") for r in (found if q is not None else found[:limit])]
-
-
-def sqlite_run(conn, run_id) -> tuple | None:
-    row = conn.execute("SELECT record, body, response FROM run_records WHERE run_id = ?", (run_id,)).fetchone()
-    return tuple(bytes(v) for v in row) if row else None
 
 
 def sqlite_attempts(conn, delivery) -> list[bytes]:

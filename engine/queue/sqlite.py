@@ -30,6 +30,7 @@ from pathlib import Path
 from engine.queue import (COUNTED, DuplicateJob, Job, QueueError, StoreBase, StoredVersions,
                           StoreUnavailable)
 from engine.queue import runs as _runs
+from engine.queue import segments as _segments
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -362,7 +363,7 @@ class SqliteStore(StoreBase):
             raise StoreUnavailable(f"sqlite {self.path}: store is not open")
         if self._history is None:
             self._history = _runs.SqliteHistory(self.path + _runs.HISTORY_SUFFIX, Writer, Reader,
-                                                self._checkpoint_every)
+                                                self._checkpoint_every, self.path + _runs.RUNS_SUFFIX)
         return self._history
 
     async def _checkpoint_every(self, seconds: float, path: str | None = None) -> None:
@@ -488,13 +489,13 @@ class SqliteStore(StoreBase):
     # the run history (engine/history.py; the SQL is in engine/queue/runs.py)
 
     async def record_runs(self, batch) -> None:
-        await self._history_db().write(_runs.sqlite_write, batch)
+        await self._history_db().record(batch)
 
     async def runs(self, pipeline: str | None, limit: int, q: str | None) -> list[tuple]:
-        return await self._history_db().read(_runs.sqlite_runs, pipeline, limit, q)
+        return await self._history_db().read_runs(_segments.list_runs, pipeline, limit, q)
 
     async def run(self, run_id: str) -> tuple | None:
-        return await self._history_db().read(_runs.sqlite_run, run_id)
+        return await self._history_db().read_runs(_segments.find_run, run_id)
 
     async def run_attempts(self, delivery: str) -> list[bytes]:
         return await self._history_db().read(_runs.sqlite_attempts, delivery)
