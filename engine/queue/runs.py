@@ -126,7 +126,7 @@ class SqliteHistory:
                                                                  batch.runs, batch.bounds)
             except OSError as exc:
                 raise StoreUnavailable(f"run history {self.runs_root}: {exc}") from None
-        if batch.attempts or batch.minutes or batch.bounds:
+        if batch.attempts or batch.minutes:
             await self.writer.submit(sqlite_write, batch)
 
     async def read_runs(self, fn, *args):
