@@ -94,11 +94,15 @@ asyncio.run(with_store(Path({str(path)!r}), go))
                             cwd=Path(__file__).parent.parent)
     try:
         assert proc.stdout.readline().strip() == "written"
+        (left,) = on_disk(path)
+
+        async def alongside(store):          # another process writing while the child lives
+            await store.record_runs(RunBatch(runs=[row(40, now - 50)], bounds=[("orders", 1000, now - 3600)]))
+        asyncio.run(with_store(path, alongside))
+        assert left in on_disk(path) and left.endswith(".open")          # held by its live writer: left alone
     finally:
         proc.kill()
         proc.wait()
-    (left,) = on_disk(path)
-    assert left.endswith(".open")
     folder = Path(str(path) + RUNS_SUFFIX) / "orders"
     whole = (folder / left).stat().st_size
     with open(folder / left, "ab") as f:            # a record cut short: its header and half its data
@@ -110,8 +114,8 @@ asyncio.run(with_store(Path({str(path)!r}), go))
         return before, await store.runs("orders", 100, None)
 
     before, after = asyncio.run(with_store(path, go))
-    assert [orjson.loads(r[0])["n"] for r in before] == [4, 3, 2, 1, 0]      # read past the torn tail
-    assert [orjson.loads(r[0])["n"] for r in after] == [50, 4, 3, 2, 1, 0]
+    assert [orjson.loads(r[0])["n"] for r in before] == [40, 4, 3, 2, 1, 0]      # up to the torn tail
+    assert [orjson.loads(r[0])["n"] for r in after] == [50, 40, 4, 3, 2, 1, 0]
     files = on_disk(path)
     closed = [n for n in files if n.endswith(".seg") and n.split("-")[2] == "5"]
     assert len(closed) == 1 and not any(n == left for n in files), files

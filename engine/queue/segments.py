@@ -16,13 +16,14 @@ and those younger than ``max_age`` stay. Readers apply the bounds exactly (the p
 
 Each record: a header (``HEAD``: magic, the lengths of the meta, record, body and response,
 the time), then ``run_id\\ndelivery``, the record's JSON, the body and the response body.
-A reader stops at a record cut short (a process killed in a write, a full disk). An
-``.open`` file whose process is gone (a kill -9, a restart under the same pid in a
-container) is closed by the next process that bounds that pipeline: its records counted,
-a torn tail cut off.
+A reader stops at a record cut short (a process killed in a write, a full disk). Each
+process holds an exclusive ``flock`` on the segments it writes; an ``.open`` file nobody
+holds (its process killed, a container restarted: whatever its pid now names) is closed by
+the next process that bounds that pipeline: its records counted, a torn tail cut off.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import struct
@@ -99,7 +100,7 @@ class Segments:
         closed, total = [], mine.count if mine is not None else 0
         for entry in _entries(folder):
             if entry.open:
-                if entry.nonce != self.nonce and not _alive(entry.pid):
+                if entry.nonce != self.nonce:
                     entry = _close_orphan(folder, entry)
                     if entry is not None:
                         closed.append(entry)
@@ -121,6 +122,7 @@ class _Open:
         self.pid, self.count, self.size = os.getpid(), 0, 0
         self.name = f"{_us(first):016d}-{self.pid}-{nonce}.open"
         self.fd = os.open(os.path.join(folder, self.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)    # held while this process writes it
 
     def write(self, rows: list) -> None:
         """The rows with one ``writev`` (no copy of them joined first); a failed write is
@@ -150,12 +152,17 @@ class _Open:
         self.last = rows[-1][2]
 
     def close(self) -> None:
-        os.close(self.fd)
-        if not self.count:
-            _unlink(os.path.join(self.folder, self.name))
-            return
-        closed = f"{_us(self.first):016d}-{_us(self.last):016d}-{self.count}-{self.pid}-{self.nonce}.seg"
-        os.rename(os.path.join(self.folder, self.name), os.path.join(self.folder, closed))
+        """Renamed closed (or removed, if empty) while this process still holds its lock."""
+        try:
+            if not self.count:
+                _unlink(os.path.join(self.folder, self.name))
+                return
+            closed = f"{_us(self.first):016d}-{_us(self.last):016d}-{self.count}-{self.pid}-{self.nonce}.seg"
+            os.rename(os.path.join(self.folder, self.name), os.path.join(self.folder, closed))
+        except FileNotFoundError:
+            pass                     # the directory was removed meanwhile
+        finally:
+            os.close(self.fd)
 
 
 class _Entry:
@@ -187,27 +194,37 @@ def _entries(folder: str) -> list[_Entry]:
 
 
 def _close_orphan(folder: str, entry: _Entry) -> _Entry | None:
-    """An ``.open`` segment whose process is gone: count its whole records, cut a torn tail,
-    rename it closed. None if another process got there first (or it held nothing)."""
+    """An ``.open`` segment no process holds any more (its writer's lock went with it: a
+    kill -9, a container restarted, whatever its pid now means): count its whole records,
+    cut a torn tail, rename it closed. None while its writer lives, if another process got
+    there first, or if it held nothing."""
     path = os.path.join(folder, entry.name)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return None
-    records = list(_records(data))
-    end = records[-1][6] if records else 0
     try:
-        if end < len(data):
-            os.truncate(path, end)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None              # its process is writing it
+        if not os.path.exists(path):
+            return None              # closed by another process between our open and our lock
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+        records = list(_records(data))
         if not records:
             os.unlink(path)
             return None
-        last = records[-1][0]
+        end, last = records[-1][6], records[-1][0]
+        if end < len(data):
+            os.ftruncate(fd, end)
         name = f"{_us(entry.first):016d}-{_us(last):016d}-{len(records)}-{entry.pid}-{entry.nonce}.seg"
         os.rename(path, os.path.join(folder, name))
     except FileNotFoundError:
         return None
+    finally:
+        os.close(fd)
     return _Entry(name, False, entry.first, last, len(records), entry.pid, entry.nonce)
 
 
@@ -235,18 +252,6 @@ def _write_bounds(folder: str, keep: int, max_age_s: int) -> None:
     with open(tmp, "wb") as f:
         f.write(orjson.dumps({"keep": keep, "max_age_s": max_age_s}))
     os.replace(tmp, os.path.join(folder, "bounds"))
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False                 # an earlier process under this pid (a restarted container)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _unlink(path: str) -> None:
