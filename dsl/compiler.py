@@ -384,7 +384,8 @@ def _history(cc, spec, pipeline) -> History | None:
         redact.add(pipeline.auth.name.lower())
     secrets = tuple(sorted({part for s in cc.secrets for part in _secret_parts(s) if len(part) >= MIN_SECRET},
                            key=len, reverse=True))
-    return History(spec["keep"], duration_s(spec["max_age"]), spec["body_bytes"], frozenset(redact), secrets)
+    plain = not secrets and (pipeline.auth is None or pipeline.auth.scheme != "query")
+    return History(spec["keep"], duration_s(spec["max_age"]), spec["body_bytes"], frozenset(redact), secrets, plain)
 
 
 def _secret_parts(value: str) -> tuple:

@@ -151,13 +151,15 @@ class History:
     """``receive.history``: how this pipeline's runs are recorded (engine/history.py).
     ``redact``: lower-case request header names whose values are never recorded;
     ``secrets``: the ``${env:}``/``${file:}`` values the pipeline was compiled with, masked
-    wherever they would appear in a record."""
+    wherever they would appear in a record; ``plain``: no secret to mask and no API key in
+    the query string, so a run may be stored as a plain row (engine/history.py)."""
 
     keep: int
     max_age_s: int
     body_bytes: int
     redact: frozenset
     secrets: tuple = field(default=(), repr=False)
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,9 +248,8 @@ def _plain_row(pipeline, exchange, at: float, status: int, seconds: float) -> tu
     writes when the run is read. Building that record here cost ~4 % of a core-benchmark
     request's CPU (docs/performance.md, "Run history")."""
     history, answer, ctx, headers = pipeline.history, exchange.answer, exchange.ctx, exchange.lower
-    if (history.secrets or headers is None or (ctx is not None and ctx.trace)
-            or (status >= 500 and exchange.error is None) or not history.redact.isdisjoint(headers)
-            or (pipeline.auth is not None and pipeline.auth.scheme == "query")):
+    if (not history.plain or headers is None or (ctx is not None and ctx.trace)
+            or (status >= 500 and exchange.error is None) or not history.redact.isdisjoint(headers)):
         return None
     cut, raw, start = history.body_bytes, exchange.raw, exchange.start
     if answer is None:
@@ -488,14 +487,17 @@ def _unpacked(stored: tuple, bodies=True) -> dict:
     """A record from the store's ``(record JSON, request body, response body)``."""
     record, body, response = stored
     if record[:1] == b"[":            # a plain row: no integer past 64 bits in it
-        record = _expanded(orjson.loads(record))
-    elif not bodies:                  # a summary: orjson alone (an integer past 64 bits becomes a float)
+        return _with_bodies(_expanded(orjson.loads(record)), body, response, bodies)
+    if not bodies:                    # a summary: orjson alone (an integer past 64 bits becomes a float)
         return orjson.loads(record)
-    else:
-        try:
-            record = strict_json.loads(record, "the stored run", strict_json.MAX_STORED_DEPTH)
-        except strict_json.JSONRefused:   # too deep for exact integers: read as orjson reads it
-            record = orjson.loads(record)
+    try:
+        record = strict_json.loads(record, "the stored run", strict_json.MAX_STORED_DEPTH)
+    except strict_json.JSONRefused:   # too deep for exact integers: read as orjson reads it
+        record = orjson.loads(record)
+    return _with_bodies(record, body, response, True)
+
+
+def _with_bodies(record: dict, body: bytes, response: bytes, bodies: bool) -> dict:
     if not bodies:
         return record
     record["body"] = body.decode("utf-8", "replace")

@@ -26,7 +26,6 @@ from engine.queue import StoreUnavailable, segments
 MINUTES_KEPT_S = 3 * 3600     # per-minute aggregates are kept this long (stats reads at most 2 h)
 HISTORY_SUFFIX = ".history"   # SQLite: the history's file (attempts, aggregates) is the store's path + this
 RUNS_SUFFIX = ".runs"         # SQLite: the run records' directory (engine/queue/segments.py)
-HISTORY_PAGE_BYTES = 65536
 
 
 @dataclass(slots=True)
@@ -46,18 +45,6 @@ def add_counts(old, new) -> list:
 # --- SQLite: plain functions of a connection, run in the store's writer or reader thread ---
 
 SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS run_records (
-    run_id TEXT NOT NULL,
-    pipeline TEXT NOT NULL,
-    at REAL NOT NULL,
-    delivery TEXT NOT NULL,
-    record BLOB NOT NULL,
-    body BLOB NOT NULL,
-    response BLOB NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS run_records_id ON run_records (run_id);
-CREATE INDEX IF NOT EXISTS run_records_pipeline_at ON run_records (pipeline, at);
-CREATE INDEX IF NOT EXISTS run_records_delivery ON run_records (delivery) WHERE delivery != '';
 CREATE TABLE IF NOT EXISTS attempts (
     job TEXT NOT NULL,
     delivery TEXT NOT NULL,
@@ -81,9 +68,9 @@ class SqliteHistory:
     :class:`~engine.queue.segments.Segments`, written from a thread of its own), and a
     SQLite file for the attempts and per-minute aggregates, with a writer thread (group
     commit, as the jobs'), a reader and a checkpointer of its own (engine/queue/sqlite.py
-    lends the classes). The file is made with 64 KiB pages, in WAL mode, with its tables,
-    before either connection opens it; run records an earlier version kept in it are moved
-    to the files then."""
+    lends the classes). The file is made in WAL mode, with its tables, before either
+    connection opens it; run records an earlier version kept in it (``run_records``) are
+    moved to the files then."""
 
     def __init__(self, path: str, writer_class, reader_class, checkpoint_every, runs_root: str):
         self.path, self._writer_class, self._checkpoint_every = path, writer_class, checkpoint_every
@@ -112,10 +99,6 @@ class SqliteHistory:
         self.writer = self._writer_class(self.path, "NORMAL", sweep=False)
         self.writer.start()
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_every(1.0, self.path))
-
-    async def write(self, fn, *args):
-        await self._started()
-        return await self.writer.submit(fn, *args)
 
     async def record(self, batch: RunBatch) -> None:
         """The runs appended to their files, then the attempts and aggregates committed."""
@@ -155,29 +138,28 @@ class SqliteHistory:
 
 
 def _make(path: str, runs_root: str, appender: segments.Segments) -> None:
-    """Page size first (it cannot change once the file has a table), then WAL and the tables;
-    the run records' directory; run records an earlier version kept in the file moved there."""
+    """WAL and the tables; the run records' directory; the run records an earlier version
+    kept in the file (``run_records``) moved there, and their table dropped."""
     from .sqlite import BUSY_TIMEOUT_MS, _begin, _while_busy
     os.makedirs(runs_root, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute(f"PRAGMA page_size = {HISTORY_PAGE_BYTES}")
         _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))   # two processes at once: see there
         for statement in filter(str.strip, SQLITE_SCHEMA.split(";")):
             conn.execute(statement)
-        if conn.execute("SELECT 1 FROM run_records LIMIT 1").fetchone() is not None:
-            _begin(conn)
-            try:
+        _begin(conn)                 # one process moves them: the others find no table
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_records'").fetchone() is not None:
                 rows = conn.execute("SELECT run_id, pipeline, at, delivery, record, body, response FROM run_records"
                                     " ORDER BY at").fetchall()
-                appender.append([tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows], [])
+                appender.append(rows, [])
                 appender.close()
-                conn.execute("DELETE FROM run_records")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                conn.execute("DROP TABLE run_records")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     finally:
         conn.close()
 

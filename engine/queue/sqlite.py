@@ -355,10 +355,10 @@ class SqliteStore(StoreBase):
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_every(CHECKPOINT_S))
 
     def _history_db(self) -> _runs.SqliteHistory:
-        """The run history lives in a file of its own, ``PATH.history``, opened on first use:
-        64 KiB pages (a run with its bodies is a few KiB: with 4 KiB pages each took a chain of
-        overflow pages, and cost 2.5 times the CPU), ``synchronous=NORMAL`` (a power cut may
-        lose the last runs, never the jobs), and no commit shared with the jobs'."""
+        """The run history, opened on first use: its run records in files under ``PATH.runs/``
+        (engine/queue/segments.py), its attempts and per-minute aggregates in a file of its
+        own, ``PATH.history``: ``synchronous=NORMAL`` (a power cut may lose the last of them,
+        never a job), and no commit shared with the jobs'."""
         if self._writer is None:
             raise StoreUnavailable(f"sqlite {self.path}: store is not open")
         if self._history is None:
