@@ -12,6 +12,7 @@ from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import jmespath
+import jmespath.functions
 import jmespath.visitor
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -231,6 +232,18 @@ def test_there_are_50_samples_from_the_suite():
     assert len(set(sample_expressions())) == 50
 
 
+class SpecFunctions(jmespath.functions.Functions):
+    """jmespath.py type-checks only as many arguments as a signature lists, so a variadic
+    function's later ones went unchecked (``merge(`{}`, `[]`)`` gave ``{}``). The
+    specification types every one of them: ``merge(object *argument, [, object $...])``."""
+
+    def _type_check(self, actual, signature, function_name):
+        super()._type_check(actual, signature, function_name)
+        if signature and signature[-1].get("variadic") and signature[-1]["types"]:
+            for extra in actual[len(signature):]:
+                self._type_check_single(extra, signature[-1]["types"], function_name)
+
+
 class CommunityReference(jmespath.visitor.TreeInterpreter):
     """The oracle: jmespath's interpreter plus the JEP changes docs/expressions.md lists."""
 
@@ -262,7 +275,8 @@ class CommunityReference(jmespath.visitor.TreeInterpreter):
 
 
 def reference_search(expression: str, data):
-    return CommunityReference().visit(jmespath.compile(expression).parsed, data)
+    return CommunityReference(jmespath.Options(custom_functions=SpecFunctions())).visit(
+        jmespath.compile(expression).parsed, data)
 
 
 @pytest.mark.parametrize("expression", SAMPLES)
