@@ -9,7 +9,8 @@ process's open segment with one ``write``: no B-tree, no write-ahead log, no che
 In a SQLite file the same runs cost ~4 times their size in writes and, with the
 checkpointer, ~25 µs of CPU a run (docs/performance.md, "Run history"); appended,
 about one. A segment is closed (renamed, its count and last time in the name) once it
-holds ``keep // 4`` runs (at least 1, at most 512) or 8 MiB. After each flush a process
+holds ``keep // 4`` runs (at least 1, at most 512) or 8 MiB. When one of a pipeline's
+segments closes or its bounds change, and otherwise at most once a second, a process
 deletes the closed segments that hold only runs past the bounds: the newest ``keep`` runs
 and those younger than ``max_age`` stay. Readers apply the bounds exactly (the pipeline's
 ``bounds`` file); the disk holds at most about one segment more per process.
@@ -36,6 +37,7 @@ HEAD = struct.Struct("<4sIIIId")
 MAGIC = b"HLR1"
 SEGMENT_RUNS_MAX = 512
 SEGMENT_BYTES_MAX = 8 * 1024 * 1024
+BOUND_S = 1.0                # a pipeline's closed segments are looked over at least this often
 IOV_MAX = 1000               # buffers a writev takes at once (Linux: 1024)
 
 
@@ -47,11 +49,16 @@ class Segments:
         self.nonce = secrets.token_hex(4)
         self.current: dict = {}     # pipeline -> _Open
         self.bounds: dict = {}      # pipeline -> (keep, max_age_s) as last written
+        self.bounded: dict = {}     # pipeline -> when its closed segments were last looked over
+        self.changed: set = set()   # pipelines with a segment closed or bounds written since then
         self.lock = threading.Lock()
 
     def append(self, runs: list, bounds: list) -> None:
         """``runs``: (run_id, pipeline, at, delivery, record, body, response) rows, oldest
-        first; ``bounds``: (pipeline, keep, delete runs older than this unix time)."""
+        first; ``bounds``: (pipeline, keep, delete runs older than this unix time). A
+        pipeline's closed segments are looked over when one of its segments was closed or
+        its bounds changed, and at least every BOUND_S: not at every flush (a directory
+        listing and a parse of each name, for nothing most times)."""
         with self.lock:
             now = time.time()
             limits = {name: (keep, max(0, round(now - before))) for name, keep, before in bounds}
@@ -61,7 +68,10 @@ class Segments:
             for pipeline, rows in groups.items():
                 self._append(pipeline, rows, limits.get(pipeline))
             for pipeline, (keep, max_age_s) in limits.items():
-                self._bound(pipeline, keep, now - max_age_s)
+                if pipeline in self.changed or now - self.bounded.get(pipeline, 0.0) >= BOUND_S:
+                    self._bound(pipeline, keep, now - max_age_s)
+                    self.bounded[pipeline] = now
+            self.changed.clear()
 
     def _append(self, pipeline: str, rows: list, limit) -> None:
         folder = os.path.join(self.root, pipeline)
@@ -70,6 +80,7 @@ class Segments:
             os.makedirs(folder, exist_ok=True)
             _write_bounds(folder, *limit)
             self.bounds[pipeline] = limit
+            self.changed.add(pipeline)
         keep = limit[0] if limit is not None else SEGMENT_RUNS_MAX * 8
         while rows:
             seg = self.current.get(pipeline)
@@ -86,6 +97,7 @@ class Segments:
     def _close(self, pipeline: str) -> None:
         seg = self.current.pop(pipeline)
         seg.close()
+        self.changed.add(pipeline)
 
     def close(self) -> None:
         """Close every open segment (at shutdown)."""
