@@ -15,18 +15,14 @@ than escaped into it. A store answers a run as ``(record, body, response)``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import logging
 import os
-import queue
 import sqlite3
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from engine.queue import StoreUnavailable, segments
 
-log = logging.getLogger("hookline")
 MINUTES_KEPT_S = 3 * 3600     # per-minute aggregates are kept this long (stats reads at most 2 h)
 HISTORY_SUFFIX = ".history"   # SQLite: the history's file (attempts, aggregates) is the store's path + this
 HISTORY_CHECKPOINT_S = 30.0   # SQLite: how often the history file's WAL is copied back (see SqliteHistory)
@@ -81,7 +77,7 @@ class SqliteHistory:
         self.path, self._writer_class, self._checkpoint_every = path, writer_class, checkpoint_every
         self.runs_root = runs_root
         self.segments = segments.Segments(runs_root)
-        self.appender = _Appender(self.segments)
+        self.appender = ThreadPoolExecutor(1, thread_name_prefix="hookline-history-append")
         self.writer = None
         self.reader = reader_class(path, "hookline-history-read")
         self._starting = None
@@ -104,8 +100,8 @@ class SqliteHistory:
         self.writer = self._writer_class(self.path, "NORMAL", sweep=False)
         self.writer.start()
         # the aggregates are committed every second, without fsync (synchronous=NORMAL); each
-        # copy back is one. Every 30 s rather than every second: ~2-3 % less CPU a core-
-        # benchmark request, measured side by side (docs/performance.md, "Run history")
+        # copy back is one. Every 30 s rather than every second: 1.8 and 2.7 points less CPU
+        # a core-benchmark request in two side-by-side runs, none in a third (docs/performance.md)
         self._checkpoints = asyncio.get_running_loop().create_task(
             self._checkpoint_every(HISTORY_CHECKPOINT_S, self.path))
 
@@ -113,16 +109,16 @@ class SqliteHistory:
         """The runs appended to their files, then the attempts and aggregates committed."""
         await self._started()
         if batch.runs or batch.bounds:
-            self.appender.submit(batch.runs, batch.bounds)
-        failed, self.appender.failed = self.appender.failed, None
-        if failed is not None:
-            raise StoreUnavailable(f"run history {self.runs_root}: {failed}")
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.appender, self.segments.append,
+                                                                 batch.runs, batch.bounds)
+            except OSError as exc:
+                raise StoreUnavailable(f"run history {self.runs_root}: {exc}") from None
         if batch.attempts or batch.minutes:
             await self.writer.submit(sqlite_write, batch)
 
     async def read_runs(self, fn, *args):
         await self._started()
-        await asyncio.wrap_future(self.appender.barrier())      # the runs handed over so far are in
         try:
             return await asyncio.get_running_loop().run_in_executor(None, fn, self.runs_root, *args)
         except OSError as exc:
@@ -141,56 +137,9 @@ class SqliteHistory:
         if self.writer is not None:
             self.writer.hand_over_now()
             await asyncio.to_thread(self.writer.stop)
-        await asyncio.to_thread(self.appender.stop)
+        await asyncio.get_running_loop().run_in_executor(self.appender, self.segments.close)
+        self.appender.shutdown()
         await self.reader.close()
-
-
-class _Appender:
-    """The thread that appends run records to their files. A flush hands it its runs and
-    goes on: no future to resolve, no wake-up of the event loop per batch. An error is kept
-    for the next flush to report (``failed``); a read waits for what was handed over before
-    it (``barrier``)."""
-
-    def __init__(self, runs: segments.Segments):
-        self.segments, self.failed = runs, None
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="hookline-history-append", daemon=True)
-        self.thread.start()
-
-    def submit(self, runs: list, bounds: list) -> None:
-        self.queue.put((runs, bounds, None))
-
-    def barrier(self) -> concurrent.futures.Future:
-        """Resolved once every batch handed over before it is written (or failed)."""
-        done: concurrent.futures.Future = concurrent.futures.Future()
-        self.queue.put((None, None, done))
-        return done
-
-    def stop(self) -> None:
-        """Write what waits, close the open segments, end the thread (blocking)."""
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                break
-            runs, bounds, done = item
-            if done is not None:
-                done.set_result(None)
-                continue
-            try:
-                self.segments.append(runs, bounds)
-            except OSError as exc:
-                self.failed = exc
-            except Exception:        # a bug: this batch is lost, the next is written all the same
-                log.exception("run history: %d run(s) not appended", len(runs))
-        try:
-            self.segments.close()
-        except OSError as exc:
-            log.warning("run history: open segments not closed: %s", exc)
 
 
 def _make(path: str, runs_root: str, appender: segments.Segments) -> None:
