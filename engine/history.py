@@ -235,7 +235,7 @@ class Recorder:
             self._logged_drops, self._drop_logged_at = self.dropped, now
 
 
-# --- building a record (in the flusher) ----------------------------------------------------------
+# --- building a record (Recorder.add, once the answer is written) -----------------------------------
 
 PLAIN = "hookline-run/plain-1"     # the first item of a record stored as a JSON array: see _plain_row
 

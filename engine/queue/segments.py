@@ -37,7 +37,7 @@ HEAD = struct.Struct("<4sIIIId")
 MAGIC = b"HLR1"
 SEGMENT_RUNS_MAX = 512
 SEGMENT_BYTES_MAX = 8 * 1024 * 1024
-BOUND_S = 1.0                # a pipeline's closed segments are looked over at least this often
+BOUND_S = 1.0                # else (no segment closed, same bounds) closed segments are looked over at most this often
 IOV_MAX = 1000               # buffers a writev takes at once (Linux: 1024)
 
 
@@ -57,7 +57,7 @@ class Segments:
         """``runs``: (run_id, pipeline, at, delivery, record, body, response) rows, oldest
         first; ``bounds``: (pipeline, keep, delete runs older than this unix time). A
         pipeline's closed segments are looked over when one of its segments was closed or
-        its bounds changed, and at least every BOUND_S: not at every flush (a directory
+        its bounds changed, and otherwise at most every BOUND_S: not at every flush (a directory
         listing and a parse of each name, for nothing most times)."""
         with self.lock:
             now = time.time()
