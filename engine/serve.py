@@ -190,8 +190,11 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     app.state.reloader = _on_sighup(reloader, app.swap, deliverer.swap if deliverer is not None else None)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
-    server = HTTPServer(app, xheaders=False, idle_connection_timeout=60, body_timeout=60,
-                        max_header_size=64 * 1024)
+    server = HTTPServer(app, xheaders=False, max_header_size=64 * 1024)
+    # the idle and body timeouts are the app's (App.sweep): Tornado's own cost a timer, a future
+    # and a task a request, and it always times the headers (idle_connection_timeout or 3600)
+    server.conn_params.header_timeout = server.conn_params.body_timeout = None
+    background.append(asyncio.get_running_loop().create_task(app.sweep()))
     server.add_sockets(sockets)
     probes = HTTPServer(metrics_app(app.state), idle_connection_timeout=60) if metrics_sockets else None
     if probes is not None:

@@ -46,6 +46,8 @@ MAX_ERRORS = 50
 ADMIN_MAX_BODY = 64 * 1024       # an admin request's body (the UI's forms) up to this size; more → 413
 MAX_HEADERS = 100                # header fields per request; more → 431
 MAX_LOGGED_PATH = 512            # characters of a path in an access line
+IDLE_S = 60.0                    # a connection waiting this long for a request's headers is closed ...
+BODY_S = 60.0                    # ... and one whose request body took this long (docs/security.md)
 _JSON = "application/json"
 
 
@@ -53,7 +55,7 @@ class App(httputil.HTTPServerConnectionDelegate):
     """All pipelines of one process; ``start_request`` is called per request."""
 
     def __init__(self, pipelines, outbound=None, store=None, backlog=None, nudge=None, admin=None, trusted=(),
-                 outage=None, metrics=OFF, access=None, history=None):
+                 outage=None, metrics=OFF, access=None, history=None, idle_s=IDLE_S, body_s=BODY_S):
         self.metrics = metrics      # engine.metrics.Metrics, or OFF
         self.history = history      # engine.history.Recorder, or None: no run is recorded
         self.access = access        # engine.logs.AccessLog, or None: no access lines
@@ -73,6 +75,10 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
+        # the connections waiting for a request's headers or body: exchange -> deadline
+        # (time.perf_counter), looked over by sweep() (see there)
+        self.waiting: dict = {}
+        self.idle_s, self.body_s = idle_s, body_s
 
     def swap(self, pipelines) -> None:
         """Serve ``pipelines`` from now on (``serve --reload``, SIGHUP). One assignment each: a
@@ -93,7 +99,24 @@ class App(httputil.HTTPServerConnectionDelegate):
         return client_address(conn, headers, self.trusted)
 
     def start_request(self, server_conn, request_conn):
-        return _Exchange(self, request_conn)
+        exchange = _Exchange(self, request_conn)
+        self.waiting[exchange] = exchange.began + self.idle_s
+        return exchange
+
+    async def sweep(self) -> None:
+        """Close the connections that waited ``idle_s`` for a request's headers (an idle
+        keep-alive connection, or headers sent slowly) or ``body_s`` for its body, until
+        cancelled; looked over every second (or a quarter of the shorter timeout). Tornado's
+        own ``idle_connection_timeout`` and ``body_timeout`` do the same with a timer, a future
+        and a task for each request: 6–7 % of a core-benchmark request's CPU
+        (docs/performance.md), where this costs a dict entry set and removed."""
+        every = min(1.0, self.idle_s / 4, self.body_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = time.perf_counter()
+            for exchange in [e for e, deadline in self.waiting.items() if deadline <= now]:
+                del self.waiting[exchange]
+                exchange.timed_out()
 
     def date(self) -> str:
         now = int(time.time())
@@ -166,6 +189,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
         """Route and check what the headers allow; a refusal is answered here, before the
         body (see _refuse). A rate limit shared through the store returns an awaitable:
         Tornado waits for it before it sends ``100 Continue`` or reads the body."""
+        # the request starts now (its duration in the access line, the metrics and the run history),
+        # not when the connection began waiting for it: a keep-alive connection may wait long
+        self.began = now = time.perf_counter()
+        self.app.waiting[self] = now + self.app.body_s
         self._check_headers(start_line, headers)
         if self.early is not None:
             self._refuse(before_body=True)
@@ -326,6 +353,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
                 written.add_done_callback(lambda _, sock=self.conn.stream.socket: _shutdown_writes(sock))
 
     def finish(self):
+        self.app.waiting.pop(self, None)
         if self.discarded is not None:   # answered before the body ended; the rest was dropped
             self._end()
             return
@@ -684,7 +712,19 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return compress(body, coding)
 
     def on_connection_close(self):
+        self.app.waiting.pop(self, None)
         self.conn = None
+
+    def timed_out(self) -> None:
+        """No request headers within ``idle_s``, or no whole body within ``body_s`` of them
+        (App.sweep): the connection is closed, without an answer, as Tornado's own timeouts do."""
+        conn = self.conn
+        if conn is None:
+            return
+        if getattr(self, "start", None) is not None:
+            log.info("closed the connection from %s: the request body took more than %g s",
+                     getattr(conn.context, "remote_ip", "?"), self.app.body_s)
+        conn.close()
 
 
 def _shutdown_writes(sock) -> None:
