@@ -38,7 +38,7 @@ from . import metrics, tracing
 from .ops import metrics_app
 from .outbound import Outbound
 from .reload import Reloader, watch
-from .server import App
+from .server import App, server as http_server
 
 log = logging.getLogger("hookline")
 DELIVERY_NICE = 19      # delivery workers' niceness relative to the HTTP workers (0-19); see docs/cli.md
@@ -190,10 +190,7 @@ async def _worker(pipelines, sockets, wake_fds, shutdown_timeout, store_url, max
     app.state.reloader = _on_sighup(reloader, app.swap, deliverer.swap if deliverer is not None else None)
     gc.collect()
     gc.freeze()   # compiled pipelines live for the whole process: keep them out of every GC pass
-    server = HTTPServer(app, xheaders=False, max_header_size=64 * 1024)
-    # the idle and body timeouts are the app's (App.sweep): Tornado's own cost a timer, a future
-    # and a task a request, and it always times the headers (idle_connection_timeout or 3600)
-    server.conn_params.header_timeout = server.conn_params.body_timeout = None
+    server = http_server(app, xheaders=False, max_header_size=64 * 1024)     # timeouts: App.sweep
     background.append(asyncio.get_running_loop().create_task(app.sweep()))
     server.add_sockets(sockets)
     probes = HTTPServer(metrics_app(app.state), idle_connection_timeout=60) if metrics_sockets else None

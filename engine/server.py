@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import orjson
 from jmespath.exceptions import JMESPathError
 from tornado import httputil
+from tornado.httpserver import HTTPServer
 
 from dsl.graph import NO_BODY
 from dsl.templates import to_text
@@ -75,8 +76,9 @@ class App(httputil.HTTPServerConnectionDelegate):
         self.inflight = 0
         self.tasks: set = set()
         self._date, self._date_at = "", 0
-        # the connections waiting for a request's headers or body: exchange -> deadline
-        # (time.perf_counter), looked over by sweep() (see there)
+        # the connections waiting for a request's headers or body: Tornado's server connection ->
+        # its exchange (whose ``deadline`` sweep() looks at); removed at the body's end and when
+        # the connection closes (Server.on_close)
         self.waiting: dict = {}
         self.idle_s, self.body_s = idle_s, body_s
 
@@ -99,9 +101,15 @@ class App(httputil.HTTPServerConnectionDelegate):
         return client_address(conn, headers, self.trusted)
 
     def start_request(self, server_conn, request_conn):
-        exchange = _Exchange(self, request_conn)
-        self.waiting[exchange] = exchange.began + self.idle_s
+        exchange = _Exchange(self, request_conn, server_conn)
+        if server_conn is not None:          # None: engine/testing/inprocess.py, no sweep
+            self.waiting[server_conn] = exchange
         return exchange
+
+    def connection_closed(self, server_conn) -> None:
+        """Tornado let go of a connection (Server.on_close): closed by either side, possibly
+        while waiting for the next request, which Tornado does not tell that request's exchange."""
+        self.waiting.pop(server_conn, None)
 
     async def sweep(self) -> None:
         """Close the connections that waited ``idle_s`` for a request's headers (an idle
@@ -114,9 +122,12 @@ class App(httputil.HTTPServerConnectionDelegate):
         while True:
             await asyncio.sleep(every)
             now = time.perf_counter()
-            for exchange in [e for e, deadline in self.waiting.items() if deadline <= now]:
-                del self.waiting[exchange]
-                exchange.timed_out()
+            for server_conn, exchange in [w for w in self.waiting.items() if w[1].deadline <= now]:
+                del self.waiting[server_conn]
+                try:
+                    exchange.timed_out()
+                except Exception:        # a bug: this connection stays open, the sweep goes on
+                    log.exception("closing a timed-out connection failed")
 
     def date(self) -> str:
         now = int(time.time())
@@ -138,6 +149,24 @@ class App(httputil.HTTPServerConnectionDelegate):
             self.access.request(name, pipeline.version if pipeline is not None else "", method,
                                 exchange.start.path.partition("?")[0][:MAX_LOGGED_PATH], status,
                                 seconds, exchange.run_id if pipeline is not None else "", exchange.delivery, trace)
+
+
+class Server(HTTPServer):
+    """Tornado's HTTPServer for an :class:`App`: the idle and body timeouts are the app's
+    (``App.sweep``; Tornado's own cost a timer, a future and a task a request, and it always
+    times the headers), and the app hears when a connection closes."""
+
+    def on_close(self, server_conn) -> None:
+        super().on_close(server_conn)
+        self.request_callback.connection_closed(server_conn)
+
+
+def server(app: App, **kwargs) -> Server:
+    """A :class:`Server` for ``app`` (HTTPServer's keyword arguments, without the timeouts);
+    start ``app.sweep()`` beside it."""
+    served = Server(app, **kwargs)
+    served.conn_params.header_timeout = served.conn_params.body_timeout = None
+    return served
 
 
 class Refusals:
@@ -173,15 +202,16 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     __slots__ = ("app", "conn", "start", "headers", "pipeline", "params", "chunks", "size", "early",
                  "decoder", "raw", "admin_path", "rate_key", "lower", "began", "run_id", "delivery", "stored", "span",
-                 "discarded", "spare", "ctx", "answer", "error")
+                 "discarded", "spare", "ctx", "answer", "error", "server_conn", "deadline")
 
-    def __init__(self, app: App, conn):
-        self.app, self.conn = app, conn
+    def __init__(self, app: App, conn, server_conn=None):
+        self.app, self.conn, self.server_conn = app, conn, server_conn
         self.pipeline = self.early = self.decoder = self.admin_path = self.rate_key = self.lower = None
         self.discarded = self.spare = None
         self.ctx = self.answer = self.error = None     # for the run history: see engine/history.py
         self.chunks, self.size, self.raw = [], 0, b""
         self.began, self.run_id, self.delivery = time.perf_counter(), new_run_id(), ""
+        self.deadline = self.began + app.idle_s     # for the headers; then for the body (App.sweep)
         self.stored = False         # True once a durable commit stored this request
         self.span = None            # the server span (engine/tracing.py), when tracing is on
 
@@ -192,7 +222,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         # the request starts now (its duration in the access line, the metrics and the run history),
         # not when the connection began waiting for it: a keep-alive connection may wait long
         self.began = now = time.perf_counter()
-        self.app.waiting[self] = now + self.app.body_s
+        self.deadline = now + self.app.body_s
         self._check_headers(start_line, headers)
         if self.early is not None:
             self._refuse(before_body=True)
@@ -353,7 +383,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
                 written.add_done_callback(lambda _, sock=self.conn.stream.socket: _shutdown_writes(sock))
 
     def finish(self):
-        self.app.waiting.pop(self, None)
+        self.app.waiting.pop(self.server_conn, None)
         if self.discarded is not None:   # answered before the body ended; the rest was dropped
             self._end()
             return
@@ -712,7 +742,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return compress(body, coding)
 
     def on_connection_close(self):
-        self.app.waiting.pop(self, None)
+        self.app.waiting.pop(self.server_conn, None)
         self.conn = None
 
     def timed_out(self) -> None:
