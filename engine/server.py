@@ -116,7 +116,7 @@ class App(httputil.HTTPServerConnectionDelegate):
         keep-alive connection, or headers sent slowly) or ``body_s`` for its body, until
         cancelled; looked over every second (or a quarter of the shorter timeout). Tornado's
         own ``idle_connection_timeout`` and ``body_timeout`` do the same with a timer, a future
-        and a task for each request: 6–7 % of a core-benchmark request's CPU
+        and a task for each request: ~5 % of a core-benchmark request's CPU
         (docs/performance.md), where this costs a dict entry set and removed."""
         every = min(1.0, self.idle_s / 4, self.body_s / 4)
         while True:

@@ -14,21 +14,14 @@ import threading
 import time
 
 import pytest
+
 import dsl
 from conftest import HOOKLINE, ROOT, free_port, start_hookline, wait_http
 from engine.server import App, server
+from test_async_delivery import wait_until
 
 PLAIN = ROOT / "tests" / "pipelines" / "history" / "plain.yaml"      # POST /h/plain answers its body
 ACCESS_MS = re.compile(r"POST /h/plain 200 (\d+\.\d\d)ms")
-
-
-def wait_until(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_keep_alive_request_is_timed_from_its_headers_not_from_the_wait_before_it():
@@ -44,7 +37,7 @@ def test_a_keep_alive_request_is_timed_from_its_headers_not_from_the_wait_before
             answer = conn.getresponse()
             assert (answer.status, answer.read()) == (200, b'{"n":%d}' % i)
         conn.close()
-        assert wait_until(lambda: len(ACCESS_MS.findall(proc.log.text())) >= 2)
+        wait_until(lambda: len(ACCESS_MS.findall(proc.log.text())) >= 2, 20, "two access lines")
         timed = [float(ms) for ms in ACCESS_MS.findall(proc.log.text())]
         assert max(timed) < 1000, timed          # was ~1500 for the second: the idle wait counted
 
@@ -52,7 +45,7 @@ def test_a_keep_alive_request_is_timed_from_its_headers_not_from_the_wait_before
             out = subprocess.run([*HOOKLINE, "runs", "list", "--pipeline", "hist-plain", "--store", store],
                                  capture_output=True, text=True, timeout=60)
             return re.findall(r"\t(\d+\.\d)ms\t", out.stdout)
-        assert wait_until(lambda: len(listed()) == 2)
+        wait_until(lambda: len(listed()) == 2, 20, "two runs listed")
         assert all(float(ms) < 1000 for ms in listed()), listed()
     finally:
         proc.stop()
@@ -105,7 +98,7 @@ def test_an_idle_keep_alive_connection_is_closed(quick):
         got, waited = closed_after(sock)
     assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b'{"a":1}')
     assert waited >= 0.9
-    assert wait_until(lambda: not app.waiting)   # nothing left behind
+    wait_until(lambda: not app.waiting, 20, "nothing left waiting")
 
 
 def test_headers_sent_too_slowly_are_not_waited_for(quick):
@@ -163,4 +156,4 @@ def test_a_connection_closed_by_either_side_is_let_go_of_at_once(quick):
         sock.sendall(REQUEST + b'{"a": 2}')
         answered(sock, b'{"a":2}')
     # let go of when the connection closed, before the 1 s the sweep would take
-    assert wait_until(lambda: not app.waiting, timeout=0.8), app.waiting
+    wait_until(lambda: not app.waiting, 0.8, "the closed connections let go of")
