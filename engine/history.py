@@ -3,14 +3,16 @@
     hookline runs list --pipeline orders        GET <admin prefix>/runs?pipeline=orders
     hookline runs show RUN_ID                   GET <admin prefix>/runs/RUN_ID
 
-A pipeline records unless ``receive.history: false`` (dsl/spec.py). The request path
-only keeps references: :meth:`Recorder.add` appends one tuple to a bounded buffer
-(a full buffer drops its oldest entry and counts the drop) and adds the request to
-the current minute's aggregate. :meth:`Recorder.run`, a background task of each
-process, turns the buffer into records every ``FLUSH_S`` seconds — headers redacted,
-bodies cut, step outputs serialised, secrets masked — and writes them in one batch
-(``store.record_runs``), with the bounds (``keep`` runs per pipeline, ``max_age``).
-A store that fails loses that batch (logged), never a request.
+A pipeline records unless ``receive.history: false`` (dsl/spec.py). Once a request is
+answered, :meth:`Recorder.add` builds its row — headers redacted, body cut, step
+outputs serialised, secrets masked — adds it to its pipeline's ring of the last
+``keep`` rows, and counts the request in the current minute's aggregate.
+:meth:`Recorder.run`, a background task of each process, writes what waits every
+``FLUSH_S`` seconds in one batch (``store.record_runs``), with the bounds (``keep`` runs
+per pipeline, ``max_age``). A run pushed out of its ring before a flush was past the
+bound already: the store would have deleted it at once, and no reader could have seen
+it (so a pipeline answering more than ``keep`` requests a second writes only the last
+``keep`` of them each second). A store that fails loses that batch (logged), never a request.
 
 Never recorded: the values of Authorization, Cookie, Proxy-Authorization, every
 verify preset's signature header, the pipeline's API key header and the headers it
@@ -39,10 +41,10 @@ from .queue.runs import RunBatch, add_counts
 
 log = logging.getLogger("hookline")
 REDACTED = "[redacted]"
-FLUSH_S = 0.25            # each process writes what it recorded this often ...
+FLUSH_S = 1.0             # each process writes what it recorded this often ...
 MINUTES_S = 1.0           # the per-minute aggregates are written at most this often (and at the end)
-FLUSH_AT = 128            # ... or as soon as this many runs wait (fewer bytes held: see Recorder.add)
-MAX_BUFFER = 5000         # runs waiting for a flush; more drops the oldest
+MAX_BUFFER = 5000         # runs waiting for a flush, all pipelines: ... or once half as many wait; when
+                          # all wait (the store is slow or down), a new run drops its pipeline's oldest
 DROP_LOG_S = 10.0         # a line about dropped runs at most this often
 BUCKETS_MS = (0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)   # then +Inf
 SUMMARY = ("run_id", "pipeline", "version", "at", "method", "path", "status", "duration_ms", "delivery", "error")
@@ -129,22 +131,22 @@ class Recorder:
                  outage=None, metrics=None):
         self.store, self.flush_s, self.clock, self.outage = store, flush_s, clock, outage
         self.metrics = metrics          # engine.metrics: hookline_history_dropped_total
-        self.buffer: collections.deque = collections.deque(maxlen=max_buffer)
+        self.max_buffer = max_buffer
+        self.rings: dict = {}           # pipeline name -> _Ring: its rows waiting for the next flush
+        self.waiting = 0                # rows in all the rings
         self.attempts: collections.deque = collections.deque(maxlen=max_buffer)
         self.minutes: dict = {}
-        self.bounds: dict = {}          # pipeline name -> History, for the next flush
         self.dropped = 0                # runs and attempts dropped from a full buffer, since start
-        self.wake = asyncio.Event()     # set when FLUSH_AT runs wait
+        self.wake = asyncio.Event()     # set when max_buffer // 2 runs wait
         self._logged_drops, self._drop_logged_at = 0, 0.0
         self._minutes_at = 0.0          # when the per-minute aggregates were last handed to the store
 
     def add(self, exchange, status: int, seconds: float) -> None:
         """One answered request of a recorded pipeline (``App.served``, after the answer was
         written): counted in its minute, and its record built while its data is still in the
-        CPU's caches — one compact row waits for the flush, not the request's objects. The
-        flush comes once FLUSH_AT rows wait: in the core benchmark, holding a quarter of a
-        second's rows (~900, 2 KiB and more each) made each request's record cost three times
-        as much, as every new row went to memory no longer in the caches."""
+        CPU's caches — one compact row waits for the flush, not the request's objects. The row
+        is stored under the time the request finished (``now``): the stores keep and list the
+        last ``keep`` runs to finish, the ones the ring holds (its record says when it began)."""
         pipeline, now = exchange.pipeline, self.clock()
         key = (pipeline.name, int(now // 60))
         counts = self.minutes.get(key)
@@ -155,17 +157,39 @@ class Recorder:
             counts[1] += 1
         counts[2 + bisect_left(BUCKETS_MS, seconds * 1000)] += 1
         try:
-            row = (_plain_row(pipeline, exchange, now - seconds, status, seconds)
-                   or _run_row(pipeline, exchange, now - seconds, status, seconds))
+            row = (_plain_row(pipeline, exchange, now, status, seconds)
+                   or _run_row(pipeline, exchange, now, status, seconds))
         except Exception:            # a bug: the run is not recorded, the request is not affected
             log.exception("run history: run %s not recorded", exchange.run_id)
             return
-        if len(self.buffer) == self.buffer.maxlen:
-            self._dropped()
-        self.buffer.append(row)
-        self.bounds[pipeline.name] = pipeline.history
-        if len(self.buffer) >= FLUSH_AT:
-            self.wake.set()
+        ring = self.rings.get(pipeline.name)
+        if ring is None or ring.history is not pipeline.history:
+            ring = self._ring(pipeline)
+        rows = ring.rows
+        if len(rows) == rows.maxlen:           # its oldest is pushed out: past the bound (or, when
+            if ring.capped:                    # keep is more than max_buffer, dropped: counted)
+                self._dropped()
+        elif self.waiting >= self.max_buffer:  # the store is slow: the pipeline's oldest is dropped
+            if rows:
+                rows.popleft()
+                self._dropped()
+            else:
+                self._dropped()
+                return
+        else:
+            self.waiting += 1
+            if self.waiting == self.max_buffer // 2:
+                self.wake.set()
+        rows.append(row)
+
+    def _ring(self, pipeline):
+        """The pipeline's ring, made or (its ``receive.history`` changed by a reload) remade."""
+        old = self.rings.get(pipeline.name)
+        ring = self.rings[pipeline.name] = _Ring(pipeline.history, self.max_buffer)
+        if old is not None:
+            ring.rows.extend(old.rows)         # the newest that fit
+            self.waiting -= len(old.rows) - len(ring.rows)
+        return ring
 
     def attempt(self, job, history, outcome: str, status, seconds: float, error: str | None) -> None:
         """One delivery attempt of ``job`` (engine/delivery.py): done, retry or dead."""
@@ -193,7 +217,7 @@ class Recorder:
                 except Exception:        # a bug: this batch is lost, the next flush comes all the same
                     log.exception("run history: a flush failed")
         finally:
-            if self.buffer or self.minutes or self.attempts:
+            if self.waiting or self.minutes or self.attempts:
                 await asyncio.shield(self.flush(final=True))
 
     async def flush(self, final: bool = False) -> None:
@@ -205,9 +229,13 @@ class Recorder:
         batch = RunBatch()
         if final or self.attempts or self.clock() - self._minutes_at >= MINUTES_S:
             batch.minutes, self.minutes, self._minutes_at = self.minutes, {}, self.clock()
-        bounds, self.bounds = self.bounds, {}
-        while self.buffer:
-            batch.runs.append(self.buffer.popleft())
+        bounds = {}
+        for name, ring in self.rings.items():
+            if ring.rows:
+                batch.runs += ring.rows
+                ring.rows.clear()
+                bounds[name] = ring.history
+        self.waiting = 0
         while self.attempts:
             entry = self.attempts.popleft()
             batch.attempts.append(_attempt_row(entry))
@@ -231,8 +259,19 @@ class Recorder:
         now = time.monotonic()
         if self.dropped > self._logged_drops and now - self._drop_logged_at >= DROP_LOG_S:
             log.warning("run history: %d run(s) dropped so far, the buffer (%d) was full; the store is "
-                        "slow or unavailable", self.dropped, self.buffer.maxlen)
+                        "slow or unavailable", self.dropped, self.max_buffer)
             self._logged_drops, self._drop_logged_at = self.dropped, now
+
+
+class _Ring:
+    """A pipeline's rows waiting for the next flush: its last ``keep`` runs, or ``max_buffer``
+    when keep is more (``capped``: then a run pushed out is a run lost, and counted)."""
+
+    __slots__ = ("history", "rows", "capped")
+
+    def __init__(self, history, max_buffer: int):
+        self.history, self.capped = history, history.keep > max_buffer
+        self.rows: collections.deque = collections.deque(maxlen=min(history.keep, max_buffer))
 
 
 # --- building a record (Recorder.add, once the answer is written) -----------------------------------
@@ -240,7 +279,7 @@ class Recorder:
 PLAIN = "hookline-run/plain-1"     # the first item of a record stored as a JSON array: see _plain_row
 
 
-def _plain_row(pipeline, exchange, at: float, status: int, seconds: float) -> tuple | None:
+def _plain_row(pipeline, exchange, now: float, status: int, seconds: float) -> tuple | None:
     """The row of a run with nothing to redact, mask or cut out — no secret in the pipeline, no
     redacted header sent, no step or call, no Set-Cookie answered, no 5xx without an error, no
     query-string key — or None. Its record is the request's parts as they are, one JSON array
@@ -262,9 +301,9 @@ def _plain_row(pipeline, exchange, at: float, status: int, seconds: float) -> tu
         answered = (ctype, answer_headers, len(response) > cut)
         if len(response) > cut:
             response = response[:cut]
-    record = dumps_json((PLAIN, exchange.run_id, pipeline.name, pipeline.version, at, start.method, start.path,
+    record = dumps_json((PLAIN, exchange.run_id, pipeline.name, pipeline.version, now - seconds, start.method, start.path,
                          status, seconds, exchange.delivery, exchange.error, headers, len(raw) > cut, answered))
-    return exchange.run_id, pipeline.name, at, exchange.delivery, record, raw if len(raw) <= cut else raw[:cut], response
+    return exchange.run_id, pipeline.name, now, exchange.delivery, record, raw if len(raw) <= cut else raw[:cut], response
 
 
 def _expanded(packed: list) -> dict:
@@ -284,9 +323,9 @@ def _expanded(packed: list) -> dict:
             "headers": headers, "body_truncated": body_truncated, "steps": [], "calls": [], "response": response}
 
 
-def _run_row(pipeline, exchange, at: float, status: int, seconds: float) -> tuple:
-    """``(run id, pipeline, at, delivery id, record JSON, request body, response body)``, the
-    bodies cut and stored beside the record rather than escaped into it (cheaper to write)."""
+def _run_row(pipeline, exchange, now: float, status: int, seconds: float) -> tuple:
+    """``(run id, pipeline, finished at, delivery id, record JSON, request body, response body)``,
+    the bodies cut and stored beside the record rather than escaped into it (cheaper to write)."""
     history, start, answer, error = pipeline.history, exchange.start, exchange.answer, exchange.error
     cut, path = history.body_bytes, start.path
     headers, hidden = _headers(exchange, history.redact)
@@ -299,7 +338,7 @@ def _run_row(pipeline, exchange, at: float, status: int, seconds: float) -> tupl
     raw = exchange.raw
     body = raw if len(raw) <= cut else raw[:cut]
     response, response_body = _response(answer, status, cut)
-    record = {"run_id": exchange.run_id, "pipeline": pipeline.name, "version": pipeline.version, "at": at,
+    record = {"run_id": exchange.run_id, "pipeline": pipeline.name, "version": pipeline.version, "at": now - seconds,
               "method": start.method, "path": path, "status": status, "duration_ms": round(seconds * 1000, 3),
               "delivery": exchange.delivery, "error": error, "headers": headers,
               "body_truncated": len(raw) > cut, "steps": _steps(ctx.steps, trace, cut) if trace else [],
@@ -309,7 +348,7 @@ def _run_row(pipeline, exchange, at: float, status: int, seconds: float) -> tupl
     if secrets:
         blob, body, response_body = (_masked(record, blob, secrets), _masked_bytes(body, secrets),
                                      _masked_bytes(response_body, secrets))
-    return exchange.run_id, pipeline.name, at, exchange.delivery, blob, body, response_body
+    return exchange.run_id, pipeline.name, now, exchange.delivery, blob, body, response_body
 
 
 def _headers(exchange, redact) -> tuple[dict, tuple]:
