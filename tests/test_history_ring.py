@@ -130,3 +130,17 @@ def test_a_reload_that_changes_keep_keeps_the_newest_runs_that_fit():
     assert written(store) == ["run-3", "run-4"]
     assert store.batches[0].bounds[0][:2] == ("ring", 2)
     assert orjson.loads(store.batches[0].runs[1][4])[1] == "run-4"
+
+
+def test_a_ring_that_could_not_push_a_run_out_before_the_flush_wakes_it_once_128_wait():
+    store = Kept()
+    recorder = history.Recorder(store)                       # max_buffer 5000: half is 2500
+    large, default = ring_pipeline("large", keep=2500), ring_pipeline("default", keep=1000)
+    for n in range(300):                                     # the default keep: a flush a second
+        run(recorder, default, n)
+    assert not recorder.wake.is_set()
+    for n in range(127):
+        run(recorder, large, 1000 + n)
+    assert not recorder.wake.is_set()
+    run(recorder, large, 2000)
+    assert recorder.wake.is_set()
