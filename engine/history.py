@@ -138,7 +138,7 @@ class Recorder:
         self.attempts: collections.deque = collections.deque(maxlen=max_buffer)
         self.minutes: dict = {}
         self.dropped = 0                # runs and attempts dropped from a full buffer, since start
-        self.wake = asyncio.Event()     # set when max_buffer // 2 runs wait
+        self.wake = asyncio.Event()     # set when max_buffer // 2 runs wait, or FLUSH_AT of an early ring (_Ring)
         self._logged_drops, self._drop_logged_at = 0, 0.0
         self._minutes_at = 0.0          # when the per-minute aggregates were last handed to the store
 
