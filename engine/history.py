@@ -184,12 +184,15 @@ class Recorder:
         rows.append(row)
 
     def _ring(self, pipeline):
-        """The pipeline's ring, made or (its ``receive.history`` changed by a reload) remade."""
+        """The pipeline's ring, made or, its ``receive.history`` changed by a reload, remade.
+        Until the next flush it holds at least as many rows as before: a request begun before
+        a reload ends with the old version, and neither version's bound may cost the other's
+        runs (the store applies the last one written)."""
         old = self.rings.get(pipeline.name)
-        ring = self.rings[pipeline.name] = _Ring(pipeline.history, self.max_buffer)
+        held = old.rows.maxlen if old is not None and old.rows else 0
+        ring = self.rings[pipeline.name] = _Ring(pipeline.history, self.max_buffer, held)
         if old is not None:
-            ring.rows.extend(old.rows)         # the newest that fit
-            self.waiting -= len(old.rows) - len(ring.rows)
+            ring.rows.extend(old.rows)
         return ring
 
     def attempt(self, job, history, outcome: str, status, seconds: float, error: str | None) -> None:
@@ -231,11 +234,14 @@ class Recorder:
         if final or self.attempts or self.clock() - self._minutes_at >= MINUTES_S:
             batch.minutes, self.minutes, self._minutes_at = self.minutes, {}, self.clock()
         bounds = {}
-        for name, ring in self.rings.items():
+        for name, ring in list(self.rings.items()):
             if ring.rows:
                 batch.runs += ring.rows
-                ring.rows.clear()
                 bounds[name] = ring.history
+                if ring.rows.maxlen == ring.size:
+                    ring.rows.clear()
+                else:                    # grown across a reload: its own keep again
+                    self.rings[name] = _Ring(ring.history, self.max_buffer)
         self.waiting = 0
         while self.attempts:
             entry = self.attempts.popleft()
@@ -273,12 +279,13 @@ class _Ring:
     10,000, flushes of ~2,500 rows cost the core benchmark ~4 % of its req/s more than
     flushes of 128: docs/performance.md, "Run history")."""
 
-    __slots__ = ("history", "rows", "capped", "early")
+    __slots__ = ("history", "rows", "size", "capped", "early")
 
-    def __init__(self, history, max_buffer: int):
+    def __init__(self, history, max_buffer: int, held: int = 0):
         self.history, self.capped = history, history.keep > max_buffer
         self.early = history.keep >= max_buffer // 2
-        self.rows: collections.deque = collections.deque(maxlen=min(history.keep, max_buffer))
+        self.size = min(history.keep, max_buffer)
+        self.rows: collections.deque = collections.deque(maxlen=max(self.size, min(held, max_buffer)))
 
 
 # --- building a record (Recorder.add, once the answer is written) -----------------------------------

@@ -118,18 +118,49 @@ def test_all_the_rings_together_hold_at_most_max_buffer_rows():
     assert sorted(written(store)) == ["run-1", "run-11", "run-2", "run-3"]
 
 
-def test_a_reload_that_changes_keep_keeps_the_newest_runs_that_fit():
+def reloaded(old_keep: int, new_keep: int, max_buffer: int):
+    """A store, a recorder and two versions of one pipeline, before and after a reload."""
     store = Kept()
-    recorder = history.Recorder(store, max_buffer=100)
-    old, new = ring_pipeline("ring", keep=5), ring_pipeline("ring", keep=2)
+    return (store, history.Recorder(store, max_buffer=max_buffer), ring_pipeline("ring", keep=old_keep),
+            ring_pipeline("ring", keep=new_keep))
+
+
+def test_a_reload_that_lowers_keep_loses_no_run_before_the_flush_and_bounds_it_after():
+    store, recorder, old, new = reloaded(5, 2, max_buffer=100)
     for n in range(4):
         run(recorder, old, n)
     run(recorder, new, 4)
-    assert recorder.waiting == 2
+    assert recorder.waiting == 5 and recorder.dropped == 0
     flush(recorder)
-    assert written(store) == ["run-3", "run-4"]
-    assert store.batches[0].bounds[0][:2] == ("ring", 2)
-    assert orjson.loads(store.batches[0].runs[1][4])[1] == "run-4"
+    assert written(store) == ["run-0", "run-1", "run-2", "run-3", "run-4"]
+    assert store.batches[0].bounds[0][:2] == ("ring", 2)        # the store keeps the newest 2
+    assert orjson.loads(store.batches[0].runs[4][4])[1] == "run-4"
+    for n in range(5, 10):                     # after the flush, the new keep alone
+        run(recorder, new, n)
+    flush(recorder)
+    assert written(store)[5:] == ["run-8", "run-9"]
+
+
+def test_a_request_begun_before_a_reload_that_raised_keep_pushes_out_no_run_of_the_new_version():
+    store, recorder, old, new = reloaded(5, 100, max_buffer=1000)
+    for n in range(50):
+        run(recorder, new, n)
+    run(recorder, old, 999)                    # in flight across the reload: ends with the old version
+    run(recorder, new, 50)
+    assert recorder.dropped == 0 and recorder.waiting == 52
+    flush(recorder)
+    assert written(store) == [f"run-{n}" for n in range(50)] + ["run-999", "run-50"]
+
+
+def test_each_flush_starts_the_count_of_runs_waiting_again():
+    store, p = Kept(), ring_pipeline("ring", keep=3)
+    recorder = history.Recorder(store, max_buffer=4)
+    for round_ in range(5):                    # 3 runs a flush, max_buffer 4: never full
+        for n in range(3):
+            run(recorder, p, 10 * round_ + n)
+        flush(recorder)
+    assert recorder.dropped == 0
+    assert len(written(store)) == 15
 
 
 def test_a_ring_that_could_not_push_a_run_out_before_the_flush_wakes_it_once_128_wait():
